@@ -1,0 +1,75 @@
+"""Versioned analysis configs.  Every index stores the config it was built with, so a query is analysed exactly as
+its references were; bump ``version`` whenever a change alters the hashes a given input produces."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """Parameters of the spectral-peak landmark fingerprint (Wang 2003, with an asymmetric query side).
+
+    Attributes
+    ----------
+    version : int
+        Format version of the hashes; an index refuses queries analysed with another one.
+    sample_rate : int
+        Analysis rate in Hz.  8 kHz keeps the telephone band and discards what MP3 encoders and band limits
+        damage first.
+    n_fft, hop_length : int
+        STFT window and hop in samples (128 ms / 32 ms at 8 kHz): fine enough frequency resolution for
+        peaks, coarse enough time steps for short hash deltas.
+    fmin_hz, fmax_hz : float
+        Band where peaks are picked.  Inside the 300-3400 Hz telephone band, so band-limited queries keep
+        every reference peak; bass below it is what pink noise and speech mask first anyway.
+    peak_freq_bins, peak_time_frames : int
+        Size of the neighbourhood a peak must be the maximum of.
+    whiten_freq_bins, whiten_time_frames : int
+        Size of the local-mean window subtracted from the log spectrogram before ranking peaks, so that
+        loud bass or broadband noise does not take every peak.
+    ref_peaks_per_s, query_peaks_per_s : float
+        Peak density kept for references (sets index size) and for queries.  Queries keep more so that the
+        reference peaks survive among speech and noise peaks.
+    ref_fanout, query_fanout : int
+        Targets paired with each anchor, nearest in time first.
+    dt_min, dt_max : int
+        Target zone in frames after the anchor.
+    df_max : int
+        Target zone half-height in frequency bins.
+    freq_quant : int
+        Frequency bins per hash unit: coarser units absorb small pitch and speed changes.
+    """
+
+    version: int = 1
+    sample_rate: int = 8000
+    n_fft: int = 1024
+    hop_length: int = 256
+    fmin_hz: float = 300.0
+    fmax_hz: float = 3400.0
+    peak_freq_bins: int = 15
+    peak_time_frames: int = 9
+    whiten_freq_bins: int = 31
+    whiten_time_frames: int = 31
+    ref_peaks_per_s: float = 12.0
+    query_peaks_per_s: float = 30.0
+    ref_fanout: int = 6
+    query_fanout: int = 24
+    dt_min: int = 1
+    dt_max: int = 48
+    df_max: int = 96
+    freq_quant: int = 2
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LandmarkConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown landmark config keys: {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,144 @@
+"""Spectral-peak landmark fingerprints: spectrogram -> constellation peaks -> anchor/target pair hashes.
+
+Pure functions of a mono float32 signal at ``cfg.sample_rate``.  References keep a sparse set of the most
+prominent peaks paired with a few targets each (small index); queries keep a denser set paired with more
+targets, so that a reference pair is found in the query even when speech or noise adds peaks of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+from scipy.ndimage import maximum_filter, uniform_filter
+
+from .config import LandmarkConfig
+
+# Peaks quieter than this (dB full scale) are ignored: digital silence and dither carry no identity.
+_FLOOR_DB = -85.0
+_DT_BITS = 6
+_DF_BITS = 8
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """Constellation peaks, sorted by time.
+
+    ``time`` is in frames, ``freq`` in (fractional, parabolically interpolated) FFT bins, ``strength`` is the
+    height in dB above the local mean, used to rank peaks.
+    """
+
+    time: np.ndarray
+    freq: np.ndarray
+    strength: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
+    """Magnitude spectrogram in dB full scale, shape ``(frames, bins)``, Hann window, no centering."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D), got shape {y.shape}")
+    n = cfg.n_fft
+    if len(y) < n:
+        y = np.pad(y, (0, n - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n)[:: cfg.hop_length]
+    window = np.hanning(n + 1)[:-1].astype(np.float32)
+    spec = np.abs(sfft.rfft(frames * window, axis=1))
+    # Full-scale sine -> 0 dB.
+    return (20.0 * np.log10(spec / (n / 4.0) + 1e-9)).astype(np.float32)
+
+
+def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float) -> Peaks:
+    """Pick up to ``peaks_per_s`` constellation peaks per second of ``y``, spread evenly over time.
+
+    A peak is a local maximum of the log spectrogram over a ``peak_time_frames x peak_freq_bins``
+    neighbourhood inside ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean
+    (whitening), and the best ones of each one-second block are kept.
+    """
+    spec = log_spectrogram(y, cfg)
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
+    hi = min(spec.shape[1] - 2, int(np.floor(cfg.fmax_hz / bin_hz)))
+    band = spec[:, lo - 1: hi + 2]  # one guard bin each side for interpolation
+    local_max = maximum_filter(band, size=(cfg.peak_time_frames, cfg.peak_freq_bins), mode="nearest")
+    local_mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
+    prominence = band - local_mean
+    is_peak = (band == local_max) & (prominence > 0) & (band > _FLOOR_DB)
+    is_peak[:, [0, -1]] = False
+    t, f = np.nonzero(is_peak)
+    if len(t) == 0:
+        return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    strength = prominence[t, f]
+    # Parabolic interpolation of the peak's frequency from its two neighbours.
+    a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]
+    denom = a - 2 * b + c
+    delta = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1), 0.0)
+    freq = f + (lo - 1) + np.clip(delta, -0.5, 0.5)
+    # Keep the strongest peaks of each block, so density is even over time.
+    block_frames = max(1, int(round(1.0 / cfg.frame_seconds)))
+    keep_per_block = max(1, int(round(peaks_per_s * block_frames * cfg.frame_seconds)))
+    block = t // block_frames
+    order = np.lexsort((-strength, block))
+    block_sorted = block[order]
+    first = np.searchsorted(block_sorted, block_sorted, side="left")
+    rank = np.arange(len(order)) - first
+    chosen = np.sort(order[rank < keep_per_block])  # back in (time, freq) order
+    return Peaks(t[chosen].astype(np.float32), freq[chosen].astype(np.float32), strength[chosen].astype(np.float32))
+
+
+def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Pair each anchor peak with up to ``fanout`` targets in its zone and hash each pair.
+
+    Parameters
+    ----------
+    peaks : Peaks
+        From :func:`find_peaks`.
+    cfg : LandmarkConfig
+    fanout : int
+        Targets per anchor, nearest in time first.
+    speed : float
+        Playback-speed hypothesis: peaks are mapped back to the reference's time and frequency axes
+        (time x speed, frequency / speed) before hashing, so a query played ``speed`` times too fast can still
+        produce reference hashes.
+
+    Returns
+    -------
+    hashes : np.ndarray of uint32
+    times : np.ndarray of int32
+        Anchor time of each hash in frames (on the reference's time axis).
+    """
+    n = len(peaks)
+    if n < 2:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    t = peaks.time * np.float32(speed)
+    fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int64)
+    # Peaks are time-sorted, so a target zone of dt_max frames holds at most this many following peaks.
+    width = int(min(n - 1, np.max(np.searchsorted(t, t + cfg.dt_max + 1, side="left") - np.arange(n))))
+    if width <= 0:
+        return np.zeros(0, np.uint32), np.zeros(0, np.int32)
+    anchors = np.arange(n)[:, None]
+    targets = anchors + np.arange(1, width + 1)[None, :]
+    inside = targets < n
+    targets = np.minimum(targets, n - 1)
+    dt = np.rint(t[targets] - t[anchors]).astype(np.int64)
+    df = fq[targets] - fq[anchors]
+    ok = inside & (dt >= cfg.dt_min) & (dt <= cfg.dt_max) & (np.abs(df) <= cfg.df_max // cfg.freq_quant)
+    ok &= np.cumsum(ok, axis=1) <= fanout
+    ai, k = np.nonzero(ok)
+    f1 = fq[ai]
+    h = (f1 << (_DF_BITS + _DT_BITS)) | ((df[ai, k] + (1 << (_DF_BITS - 1))) << _DT_BITS) | dt[ai, k]
+    return h.astype(np.uint32), np.rint(t[ai]).astype(np.int32)
+
+
+def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes and anchor frames of a reference track (sparse peaks, small fanout)."""
+    return pair_hashes(find_peaks(y, cfg, cfg.ref_peaks_per_s), cfg, cfg.ref_fanout)
+
+
+def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
+    """Dense peaks of a query; hash them with :func:`pair_hashes` at ``cfg.query_fanout`` per speed hypothesis."""
+    return find_peaks(y, cfg, cfg.query_peaks_per_s)

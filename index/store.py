@@ -1,0 +1,153 @@
+"""The on-disk index: one directory, readable without a server, swapped atomically by writers.
+
+Layout::
+
+    INDEX/
+      MANIFEST.json          format version, configs, live segments and catalog; replaced by atomic rename
+      catalog-<gen>.sqlite   tracks (rows tagged with their segment)
+      postings/<segment>/    immutable postings segments (see postings.py)
+      LOCK                   held by the one writer
+
+A writer takes LOCK, writes new files, then replaces MANIFEST.json; readers open what one MANIFEST names, so they
+always see one consistent generation.  Files no MANIFEST names are removed by the next writer.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..fingerprint.config import LandmarkConfig
+from .catalog import Catalog
+from .postings import Segment
+
+FORMAT_NAME = "ml-audio-id-index"
+FORMAT_VERSION = 1
+MANIFEST = "MANIFEST.json"
+
+
+class IndexStoreError(Exception):
+    """The index directory is missing, locked, damaged or of a format this version does not understand."""
+
+
+def read_manifest(path: str) -> dict:
+    """Read and validate ``path/MANIFEST.json``."""
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+        raise IndexStoreError(f"{path}: no such index directory")
+    try:
+        with open(mpath, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise IndexStoreError(f"{path}: not an ml-audio-id index (no {MANIFEST}); build one with "
+                          f"'audioid index build SOURCE --index {path}'") from None
+    except (OSError, ValueError) as e:
+        raise IndexStoreError(f"{path}: cannot read {MANIFEST} ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise IndexStoreError(f"{path}: {MANIFEST} is not an ml-audio-id index manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexStoreError(f"{path}: index format version {version} is not supported by this ml-audio-id "
+                          f"(it reads version {FORMAT_VERSION}); rebuild the index with this version")
+    return manifest
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+    """Atomically replace ``path/MANIFEST.json``."""
+    tmp = os.path.join(path, f".{MANIFEST}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(path, MANIFEST))
+    _fsync_dir(path)
+
+
+def new_manifest(cfg: LandmarkConfig) -> dict:
+    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generation": 0,
+            "landmark_config": cfg.to_dict(), "catalog": None, "segments": [], "next_frame": 0,
+            "created_at": now_iso(), "updated_at": now_iso()}
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@contextmanager
+def writer_lock(path: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the index's writer lock; a second writer waits up to ``wait_s`` seconds, then fails clearly."""
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    raise IndexStoreError(f"{path}: another process is writing to this index; try again when it "
+                                      f"has finished") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)
+
+
+def collect_garbage(path: str, manifest: dict) -> None:
+    """Remove files and segments that ``manifest`` does not name (left by replaced generations or crashes)."""
+    live = set(manifest["segments"])
+    pdir = os.path.join(path, "postings")
+    if os.path.isdir(pdir):
+        for name in os.listdir(pdir):
+            if name not in live:
+                shutil.rmtree(os.path.join(pdir, name), ignore_errors=True)
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        stale_catalog = name.startswith("catalog-") and not name.startswith(manifest["catalog"] or "\0")
+        if stale_catalog or name.startswith(".staging-") or (name.startswith(f".{MANIFEST}.")):
+            if os.path.isdir(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                try:
+                    os.remove(full)
+                except OSError:
+                    pass
+
+
+class IndexReader:
+    """One consistent generation of an index, opened read-only (segments memory-mapped)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.manifest = read_manifest(path)
+        self.config = LandmarkConfig.from_dict(self.manifest["landmark_config"])
+        try:
+            self.segments = [Segment.open(os.path.join(path, "postings", s)) for s in self.manifest["segments"]]
+        except (OSError, ValueError) as e:
+            raise IndexStoreError(f"{path}: damaged postings ({e})") from None
+        cat = self.manifest["catalog"]
+        if cat is None:
+            raise IndexStoreError(f"{path}: index has no catalog")
+        self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], readonly=True)
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest["generation"])
+
+    def close(self) -> None:
+        self.catalog.close()
