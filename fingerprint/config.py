@@ -23,7 +23,10 @@ class LandmarkConfig:
         Band where peaks are picked.  Inside the 300-3400 Hz telephone band, so band-limited queries keep
         every reference peak; bass below it is what pink noise and speech mask first anyway.
     peak_freq_bins, peak_time_frames : int
-        Size of the neighbourhood a peak must be the maximum of.
+        Size of the neighbourhood a reference peak must be the maximum of.
+    query_peak_freq_bins, query_peak_time_frames : int
+        The same for queries, smaller: a reference peak next to a louder speech or noise peak is then still a
+        local maximum of the query.
     whiten_freq_bins, whiten_time_frames : int
         Size of the local-mean window subtracted from the log spectrogram before ranking peaks, so that
         loud bass or broadband noise does not take every peak.
@@ -48,16 +51,18 @@ class LandmarkConfig:
     fmax_hz: float = 3400.0
     peak_freq_bins: int = 15
     peak_time_frames: int = 9
+    query_peak_freq_bins: int = 15
+    query_peak_time_frames: int = 9
     whiten_freq_bins: int = 31
     whiten_time_frames: int = 31
-    ref_peaks_per_s: float = 12.0
+    ref_peaks_per_s: float = 18.0
     query_peaks_per_s: float = 30.0
-    ref_fanout: int = 6
+    ref_fanout: int = 4
     query_fanout: int = 24
     dt_min: int = 1
     dt_max: int = 48
-    df_max: int = 96
-    freq_quant: int = 2
+    df_max: int = 64
+    freq_quant: int = 1
 
     @property
     def frame_seconds(self) -> float:

@@ -51,11 +51,10 @@ def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
     return (20.0 * np.log10(spec / (n / 4.0) + 1e-9)).astype(np.float32)
 
 
-def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float) -> Peaks:
+def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
     """Pick up to ``peaks_per_s`` constellation peaks per second of ``y``, spread evenly over time.
 
-    A peak is a local maximum of the log spectrogram over a ``peak_time_frames x peak_freq_bins``
-    neighbourhood inside ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean
+    A peak is a local maximum of the log spectrogram over a ``(frames, bins)`` ``neighbourhood`` inside ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean
     (whitening), and the best ones of each one-second block are kept.
     """
     spec = log_spectrogram(y, cfg)
@@ -63,7 +62,7 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float) -> Peaks:
     lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
     hi = min(spec.shape[1] - 2, int(np.floor(cfg.fmax_hz / bin_hz)))
     band = spec[:, lo - 1: hi + 2]  # one guard bin each side for interpolation
-    local_max = maximum_filter(band, size=(cfg.peak_time_frames, cfg.peak_freq_bins), mode="nearest")
+    local_max = maximum_filter(band, size=neighbourhood, mode="nearest")
     local_mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
     prominence = band - local_mean
     is_peak = (band == local_max) & (prominence > 0) & (band > _FLOOR_DB)
@@ -136,9 +135,10 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
 
 def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and anchor frames of a reference track (sparse peaks, small fanout)."""
-    return pair_hashes(find_peaks(y, cfg, cfg.ref_peaks_per_s), cfg, cfg.ref_fanout)
+    return pair_hashes(find_peaks(y, cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins)), cfg,
+                       cfg.ref_fanout)
 
 
 def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
     """Dense peaks of a query; hash them with :func:`pair_hashes` at ``cfg.query_fanout`` per speed hypothesis."""
-    return find_peaks(y, cfg, cfg.query_peaks_per_s)
+    return find_peaks(y, cfg, cfg.query_peaks_per_s, (cfg.query_peak_time_frames, cfg.query_peak_freq_bins))

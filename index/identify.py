@@ -27,12 +27,13 @@ class MatchConfig:
         Spacing of the speed hypotheses.
     max_postings : int
         Hashes with more postings than this are ignored (they vote everywhere).
-    min_votes : int
-        Fewest aligned votes that can ever be a match.
-    min_ratio : float
-        The winning pile must beat the best pile of any other track by this factor.
-    stop_votes : int
-        Stop trying further speeds once a pile this large is found.
+    overdispersion : float
+        How much more often random votes pile up than independent votes would (fitted on real music and
+        speech that are not in the index; see ``match.false_alarms``).
+    max_false_alarms : float
+        A pile is a match when fewer than this many random piles of its size are expected.
+    stop_false_alarms : float
+        Stop trying further speeds once a pile is this significant.
     window_s, hop_s : float
         With ``all_matches``, the whole file is scanned in windows of ``window_s`` every ``hop_s``.
     """
@@ -40,19 +41,16 @@ class MatchConfig:
     max_speed_change: float = 0.03
     speed_step: float = 0.005
     max_postings: int = 4000
-    min_votes: int = 8
-    min_ratio: float = 2.0
-    stop_votes: int = 40
+    overdispersion: float = 16.0
+    max_false_alarms: float = 1e-3
+    stop_false_alarms: float = 1e-9
     window_s: float = 10.0
     hop_s: float = 5.0
 
 
-def confidence(c: Candidate, cfg: MatchConfig) -> float:
-    """Map a candidate's votes and margin over the runner-up into 0..1 (0.5 at the decision boundary)."""
-    margin = c.votes / max(c.runner_up, 1.0)
-    strength = (c.votes - cfg.min_votes) / cfg.min_votes
-    z = 2.0 * min(strength, math.log(margin / cfg.min_ratio) * 2.0)
-    return float(1.0 / (1.0 + math.exp(-z)))
+def confidence(false_alarms: float, threshold: float) -> float:
+    """0..1 from a pile's false-alarm expectation: 0.5 at the decision threshold, near 1 far below it."""
+    return 1.0 / (1.0 + math.sqrt(false_alarms / threshold))
 
 
 class Identifier:
@@ -81,16 +79,17 @@ class Identifier:
         lcfg = self.reader.config
         peaks = query_peaks(y, lcfg)
         end_s = start_s + len(y) / lcfg.sample_rate
-        cand = match(peaks, self.reader.segments, lcfg, speeds=self.speeds,
-                     max_postings=self.config.max_postings, stop_votes=self.config.stop_votes)
+        mc = self.config
+        cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.frames, speeds=self.speeds,
+                     max_postings=mc.max_postings, overdispersion=mc.overdispersion,
+                     stop_false_alarms=mc.stop_false_alarms)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base
-        conf = confidence(cand, self.config)
+        conf = confidence(cand.false_alarms, mc.max_false_alarms)
         base.score = cand.votes
-        ok = cand.votes >= self.config.min_votes and cand.votes >= self.config.min_ratio * cand.runner_up
-        if not ok:
-            base.confidence = round(1.0 - conf, 4)
+        if cand.false_alarms >= mc.max_false_alarms:
+            base.confidence = round(1.0 - conf, 4)  # confidence in the no_match
             return base
         track = self.reader.catalog.get(cand.track_id)
         if track is None:  # removed since this generation was opened

@@ -1,6 +1,15 @@
-"""Landmark matching: look query hashes up, vote on the time offset, decide match or no match."""
+"""Landmark matching: look query hashes up, vote on the time offset, decide match or no match.
+
+The decision is a significance test rather than a fixed vote count.  A query whose hashes hit ``n`` postings
+spread over an index of ``F`` frames puts on average ``3n/F`` random votes into each 3-frame offset bin; random
+votes cluster (music repeats), so the rate is inflated by ``overdispersion``.  The expected number of bins, over
+all bins and speed hypotheses tried, that reach a pile's size by chance is the pile's *false-alarm expectation*
+``E``; a match needs ``E`` below a threshold.  This adapts by itself to the index size, the query's length and how
+common its hashes are, where a fixed vote count would not.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,17 +19,20 @@ from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import Peaks, pair_hashes
 from .postings import Segment
 
+# Query frames are packed below reference frames in one int64 key; windows are far shorter than this.
+_QBITS = 20
+
 
 @dataclass(frozen=True)
 class Candidate:
-    """The best offset pile found for a query."""
+    """The most significant offset pile found for a query."""
 
     segment: int          # index into the segment list
     track_row: int        # row in that segment's track table
     track_id: int
-    votes: int            # distinct matching (query anchor, reference anchor) pairs at the offset
-    runner_up: int        # votes of the best pile belonging to another track
-    n_query_hashes: int
+    votes: int            # distinct query hashes agreeing on the offset
+    hits: int             # postings the query's hashes retrieved in all (the background)
+    false_alarms: float   # expected number of random piles at least this large (E)
     offset_frames: int    # reference frame (within the track) aligned with query frame 0
     speed: float
     first_frame: int      # query frames spanned by the matching hashes
@@ -36,80 +48,107 @@ def speed_grid(max_speed_change: float, step: float) -> list[float]:
     return grid
 
 
-def _vote(segments: Sequence[Segment], hashes: np.ndarray, times: np.ndarray, max_postings: int):
-    """All hits of ``hashes`` in every segment as (segment index, global frame, query frame) arrays."""
-    segs, values, qtimes = [], [], []
-    for s, seg in enumerate(segments):
+def _poisson_sf(k: int, lam: float) -> float:
+    """P(X >= k) for X ~ Poisson(lam), computed in log space (tiny tails matter here)."""
+    if k <= 0:
+        return 1.0
+    if lam <= 0:
+        return 0.0
+    # Sum the first terms of the tail; they shrink fast once i > lam.
+    log_term = k * math.log(lam) - lam - math.lgamma(k + 1)
+    total, i = 0.0, k
+    term = math.exp(log_term)
+    while True:
+        total += term
+        i += 1
+        term *= lam / i
+        if term < total * 1e-12 or i > k + 1000:
+            return min(1.0, total)
+
+
+def false_alarms(votes: int, hits: int, frames: int, hypotheses: int, overdispersion: float) -> float:
+    """Expected number of random offset piles of at least ``votes`` (see module docstring)."""
+    bins = max(frames / 3.0, 1.0)
+    lam = overdispersion * hits / bins
+    return bins * hypotheses * _poisson_sf(votes, lam)
+
+
+def _hits(segments: Sequence[Segment], hashes: np.ndarray, times: np.ndarray, max_postings: int):
+    """Distinct (global reference frame, query frame, hash) hits of ``hashes`` in every segment."""
+    keys, hs = [], []
+    for seg in segments:
         qidx, vals = seg.lookup(hashes, max_postings)
         if len(qidx):
-            segs.append(np.full(len(qidx), s, np.int32))
-            values.append(vals.astype(np.int64))
-            qtimes.append(times[qidx].astype(np.int64))
-    if not segs:
+            keys.append((vals.astype(np.int64) << _QBITS) | times[qidx].astype(np.int64))
+            hs.append(hashes[qidx])
+    if not keys:
         return None
-    return np.concatenate(segs), np.concatenate(values), np.concatenate(qtimes)
+    key, first = np.unique(np.concatenate(keys), return_index=True)
+    return key >> _QBITS, key & ((1 << _QBITS) - 1), np.concatenate(hs)[first]
 
 
-def _best_piles(diff: np.ndarray, track_key: np.ndarray, k: int):
-    """Vote counts per offset, with +-1 frame tolerance; returns the top piles' (offset, count) by track."""
-    order = np.lexsort((diff,))
-    d = diff[order]
-    uniq, counts = np.unique(d, return_counts=True)
-    # Tolerate one frame of rounding either way.
-    left = np.searchsorted(uniq, uniq - 1)
-    right = np.searchsorted(uniq, uniq + 1, side="right")
+def _top_offsets(diff: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` offsets with the most votes (+-1 frame tolerance), at least 3 frames apart."""
+    uniq, counts = np.unique(diff, return_counts=True)
     csum = np.concatenate([[0], np.cumsum(counts)])
-    smooth = csum[right] - csum[left]
-    top = np.argsort(-smooth, kind="stable")[: k]
-    return uniq[top], smooth[top]
+    smooth = csum[np.searchsorted(uniq, uniq + 1, side="right")] - csum[np.searchsorted(uniq, uniq - 1)]
+    order = np.argsort(-smooth, kind="stable")[: 8 * k]
+    chosen: list[int] = []
+    for j in order:
+        if all(abs(int(uniq[j]) - c) > 2 for c in chosen):
+            chosen.append(int(uniq[j]))
+            if len(chosen) == k:
+                break
+    return np.array(chosen, np.int64)
 
 
-def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, speeds: Sequence[float],
-          max_postings: int, stop_votes: int) -> Candidate | None:
-    """Find the best reference offset for the query ``peaks``.
+def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] | None:
+    """(segment index, track row) owning most of ``frames``."""
+    best = None
+    for s, seg in enumerate(segments):
+        rows = seg.track_at(frames)
+        rows = rows[rows >= 0]
+        if len(rows):
+            row = int(np.bincount(rows).argmax())
+            n = int(np.sum(rows == row))
+            if best is None or n > best[0]:
+                best = (n, s, row)
+    return None if best is None else (best[1], best[2])
+
+
+def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
+          max_postings: int, overdispersion: float, stop_false_alarms: float) -> Candidate | None:
+    """Find the most significant reference offset for the query ``peaks``.
 
     Each speed hypothesis is hashed and looked up in turn (nearest to 1 first); the search stops early once a
-    pile reaches ``stop_votes``.
+    pile's false-alarm expectation drops below ``stop_false_alarms``.  ``frames`` is the size of the index's
+    frame space (its MANIFEST's ``next_frame``).
     """
     best: Candidate | None = None
     for speed in speeds:
         hashes, times = pair_hashes(peaks, cfg, cfg.query_fanout, speed)
         if len(hashes) == 0:
             continue
-        hits = _vote(segments, hashes, times, max_postings)
-        if hits is None:
+        found = _hits(segments, hashes, times, max_postings)
+        if found is None:
             continue
-        seg_idx, values, qtimes = hits
-        # Distinct (reference anchor, query anchor) pairs: several targets of one anchor pair still count
-        # as separate evidence, but duplicate hashes must not.
-        key = np.unique(np.stack([seg_idx.astype(np.int64), values, qtimes, ]), axis=1)
-        seg_idx, values, qtimes = key[0], key[1], key[2]
+        values, qtimes, hit_hashes = found
         diff = values - qtimes
-        offs, counts = _best_piles(diff, seg_idx, 8)
-        # Attribute the top piles to tracks; the runner-up is the best pile of a different track.
-        piles = []
-        for off, cnt in zip(offs, counts):
+        for off in _top_offsets(diff, 5):
             sel = np.abs(diff - off) <= 1
-            s = int(np.bincount(seg_idx[sel]).argmax())
-            seg = segments[s]
-            rows = seg.track_at(values[sel & (seg_idx == s)])
-            rows = rows[rows >= 0]
-            if len(rows) == 0:
+            votes = len(np.unique(hit_hashes[sel]))
+            where = _locate(segments, values[sel])
+            if where is None:
                 continue
-            row = int(np.bincount(rows).argmax())
-            piles.append((int(cnt), s, row, int(off), sel))
-        if not piles:
-            continue
-        cnt, s, row, off, sel = piles[0]
-        other = [c for c, s2, r2, _, _ in piles[1:] if (s2, r2) != (s, row)]
-        runner_up = other[0] if other else 0
-        track = segments[s].tracks[row]
-        qsel = qtimes[sel]
-        cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=cnt, runner_up=int(runner_up),
-                         n_query_hashes=len(hashes), offset_frames=int(off - track[0]), speed=speed,
-                         first_frame=int(qsel.min()), last_frame=int(qsel.max()))
-        if best is None or cand.votes > best.votes:
-            best = cand
-        if best.votes >= stop_votes:
+            s, row = where
+            track = segments[s].tracks[row]
+            qsel = qtimes[sel]
+            cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
+                             false_alarms=false_alarms(votes, len(values), frames, len(speeds), overdispersion),
+                             offset_frames=int(off - track[0]), speed=speed,
+                             first_frame=int(qsel.min()), last_frame=int(qsel.max()))
+            if best is None or cand.false_alarms < best.false_alarms:
+                best = cand
+        if best is not None and best.false_alarms < stop_false_alarms:
             break
     return best

@@ -146,6 +146,11 @@ class IndexReader:
         self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], readonly=True)
 
     @property
+    def frames(self) -> int:
+        """Size of the global frame space that postings point into."""
+        return int(self.manifest["next_frame"])
+
+    @property
     def generation(self) -> int:
         return int(self.manifest["generation"])
 
