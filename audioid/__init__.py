@@ -1,2 +1,164 @@
-"""ml-audio-id: tell which reference track plays at the end of a broadcast segment."""
+"""ml-audio-id: tell which reference track plays at the end of a broadcast segment.
+
+Two lines do what the CLI does::
+
+    import audioid
+    audioid.build_index("refs/", "idx")                  # folder (recursive), CSV manifest or one file
+    results = audioid.identify("idx", ["a.mp3", "b/"])   # list of audioid.index.result.Result, input order
+
+Everything heavy (numpy, the index, the decoders) is imported on first use, so ``import audioid`` and
+``audioid --help`` stay fast.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "build_index", "add_to_index", "identify", "iter_identify"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .index.build import WriteReport
+    from .index.identify import Identifier
+    from .index.result import Result
+
+
+def build_index(source: str | os.PathLike, index: str | os.PathLike, *, label_from: str = "stem",
+                jobs: int | None = None, progress: Callable | None = None) -> "WriteReport":
+    """Build (or rebuild) the index at ``index`` from ``source``: a folder (recursive), a CSV manifest
+    (``path,label[,title,artist,class,...]``) or one audio file.  Unreadable files are skipped and listed in the
+    returned report's ``failed``; see :func:`audioid.index.build.build_index`."""
+    from .index.build import build_index as _build
+    from .index.sources import reference_specs
+
+    specs = reference_specs(os.fspath(source), label_from=label_from)
+    return _build(specs, os.fspath(index), jobs=jobs, progress=progress)
+
+
+def add_to_index(source: str | os.PathLike, index: str | os.PathLike, *, label_from: str = "stem",
+                 jobs: int | None = None, progress: Callable | None = None) -> "WriteReport":
+    """Add the references of ``source`` to an existing index (duplicates of indexed files are skipped)."""
+    from .index.build import add_to_index as _add
+    from .index.sources import reference_specs
+
+    specs = reference_specs(os.fspath(source), label_from=label_from)
+    return _add(specs, os.fspath(index), jobs=jobs, progress=progress)
+
+
+def identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
+             outro_seconds: float | None = None, all_matches: bool = False, jobs: int = 1) -> list["Result"]:
+    """Identify files (folders are searched recursively) against ``index``; one Result per file in input order
+    (with ``all_matches``, one per track found in each file).  See :func:`iter_identify`."""
+    return [r for _, results in iter_identify(index, paths, outro_seconds=outro_seconds, all_matches=all_matches,
+                                              jobs=jobs) for r in results]
+
+
+def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
+                  outro_seconds: float | None = None, all_matches: bool = False, jobs: int = 1
+                  ) -> Iterator[tuple[str, list["Result"]]]:
+    """Yield ``(path, results)`` for every input file, in input order, as soon as that file is done.
+
+    Parameters
+    ----------
+    index : path
+        Index directory.
+    paths : path or iterable of paths
+        Files and folders; folders expand to the audio files under them (sorted, recursive).  Missing or bad
+        files yield an ``error`` Result instead of stopping the batch.
+    outro_seconds : float or None
+        Seconds analysed at the end of each file; 0 analyses the whole file.  Default: 10, or the whole file with
+        ``all_matches``.
+    all_matches : bool
+        Report every track found in the analysed audio (with its ``query_start_s``/``query_end_s``) rather than
+        the one best match.
+    jobs : int
+        Worker processes; each opens the index itself.  Results still come back in input order.
+
+    Raises
+    ------
+    audioid.index.store.IndexStoreError
+        The index is missing, damaged or of another format version (raised before any file is analysed).
+    """
+    from .index.sources import expand_inputs
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = expand_inputs([os.fspath(p) for p in paths])
+    if outro_seconds is None:
+        outro_seconds = 0.0 if all_matches else 10.0
+    index = os.fspath(index)
+    if jobs <= 1 or len(files) <= 1:
+        from .index.identify import Identifier
+
+        ident = Identifier.open(index)
+        try:
+            for f in files:
+                yield f, _identify_one(ident, f, outro_seconds, all_matches)
+        finally:
+            ident.close()
+        return
+    yield from _identify_parallel(index, files, outro_seconds, all_matches, jobs)
+
+
+def _identify_one(ident: "Identifier", path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
+    from .index.result import Result
+
+    try:
+        if all_matches:
+            return ident.identify_all(path, outro_seconds=outro_seconds)
+        return [ident.identify_file(path, outro_seconds=outro_seconds)]
+    except Exception as e:  # one file's unexpected failure must not end a batch: it becomes its error record
+        return [Result(path=path, status="error", error=f"{path}: {type(e).__name__}: {e}")]
+
+
+_worker_identifier: "Identifier | None" = None
+
+
+def _worker_open(index: str) -> None:
+    global _worker_identifier
+    from .index.identify import Identifier
+
+    _worker_identifier = Identifier.open(index)
+
+
+def _worker_identify(path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
+    assert _worker_identifier is not None
+    return _identify_one(_worker_identifier, path, outro_seconds, all_matches)
+
+
+def _identify_parallel(index: str, files: list[str], outro_seconds: float, all_matches: bool, jobs: int
+                       ) -> Iterator[tuple[str, list["Result"]]]:
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .index.result import Result
+    from .index.store import IndexReader
+
+    IndexReader(index).close()  # a missing or foreign index fails here, clearly, not inside every worker
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), initializer=_worker_open, initargs=(index,))
+    pending: deque = deque()
+    todo = iter(files)
+    try:
+        while True:
+            # Keep a few files per worker in flight, so output streams and memory stays flat for long lists.
+            while len(pending) < 4 * jobs:
+                f = next(todo, None)
+                if f is None:
+                    break
+                try:
+                    job = pool.submit(_worker_identify, f, outro_seconds, all_matches)
+                except Exception as e:  # the pool broke earlier: every later file gets the error
+                    job = e
+                pending.append((f, job))
+            if not pending:
+                return
+            f, job = pending.popleft()
+            try:
+                if isinstance(job, Exception):
+                    raise job
+                yield f, job.result()
+            except Exception as e:  # a worker died (killed, out of memory): report it on this file, go on
+                yield f, [Result(path=f, status="error", error=f"{f}: worker failed ({type(e).__name__}: {e})")]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,231 @@
+"""The ``audioid`` command line: thin shells over the library.
+
+Start-up imports only click and the standard library (``audioid --help`` must stay fast); each command imports
+the numeric and index modules it needs when it runs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
 import click
-@click.group()
-def cli():
-    """x"""
+
+from audioid import __version__
+
+from .output import FORMATS, make_writer
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="audioid")
+def cli() -> None:
+    """Identify which reference track plays at the end of broadcast recordings.
+
+    \b
+    Start with `audioid demo`, then:
+      audioid index build refs/ --index idx
+      audioid identify --index idx recordings/
+    """
+
+
+# --------------------------------------------------------------------------------------------------- index ---
+
+@cli.group("index")
+def index_group() -> None:
+    """Build, extend and inspect an index of reference tracks."""
+
+
+def _index_option(f: Callable) -> Callable:
+    return click.option("--index", "index_dir", required=True, metavar="DIR",
+                        type=click.Path(file_okay=False, dir_okay=True), help="Index directory.")(f)
+
+
+def _write_options(f: Callable) -> Callable:
+    f = click.option("--label-from", type=click.Choice(["stem", "parent"]), default="stem", show_default=True,
+                     help="Label of a file found in a folder: its name without extension, or its folder's name.")(f)
+    f = click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Analysis processes (default: one per core).")(f)
+    f = _index_option(f)
+    return click.argument("source", metavar="SOURCE")(f)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable | None]:
+    """A tqdm bar on stderr when stderr is a terminal; otherwise no progress output at all."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="file", desc="analysing", file=sys.stderr, leave=False) as bar:
+        yield lambda _analysis: bar.update(1)
+
+
+def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+    from audioid.index.build import add_to_index, build_index
+    from audioid.index.sources import SourceError, reference_specs
+    from audioid.index.store import IndexStoreError
+
+    try:
+        specs = reference_specs(source, label_from=label_from)
+        with _progress(len(specs)) as tick:
+            report = (add_to_index if add else build_index)(specs, index_dir, jobs=jobs, progress=tick)
+    except (SourceError, IndexStoreError) as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"{e.filename or index_dir}: {e.strerror or e}") from None
+    echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    echo(f"{'add' if add else 'build'}: {len(report.added)} added, {len(report.duplicates)} duplicate(s), "
+         f"{len(report.failed)} failed; index {index_dir} is at generation {report.generation}")
+    for path, existing in report.duplicates:
+        echo(f"  duplicate  {path} (same file as track {existing})")
+    for path, msg in report.failed:
+        echo(f"  failed     {msg if msg.startswith(path) else f'{path}: {msg}'}")
+
+
+@index_group.command("build")
+@_write_options
+def index_build(source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+    """Build (or rebuild) an index from SOURCE.
+
+    SOURCE is a folder (searched recursively), a CSV manifest with columns path,label and optionally
+    title,artist,class (other columns are kept as metadata; paths relative to the manifest), or one audio file.
+    Unreadable files are listed and skipped. The new index replaces the old one atomically.
+    """
+    _write_index(False, source, index_dir, jobs, label_from)
+
+
+@index_group.command("add")
+@_write_options
+def index_add(source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+    """Add the references in SOURCE to an existing index (files already indexed are skipped as duplicates)."""
+    _write_index(True, source, index_dir, jobs, label_from)
+
+
+def _dir_size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+@index_group.command("stats")
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def index_stats(index_dir: str, as_json: bool) -> None:
+    """Tracks, hashes, hours of audio, size on disk, format version, generation and segments of an index."""
+    from audioid.index.store import IndexReader, IndexStoreError
+
+    try:
+        reader = IndexReader(index_dir)
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        totals = reader.catalog.totals()
+        m = reader.manifest
+        stats = {"index": index_dir, "tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
+                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": _dir_size(index_dir),
+                 "format_version": m["format_version"], "generation": reader.generation,
+                 "segments": len(m["segments"]), "created_at": m.get("created_at"), "updated_at": m.get("updated_at")}
+    finally:
+        reader.close()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(stats))
+        return
+    shown = dict(stats, hashes=f"{stats['hashes']:,}", hours=f"{stats['hours']:.2f}",
+                 size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
+    names = {"size_bytes": "size on disk", "format_version": "format version", "hours": "hours of audio",
+             "created_at": "created", "updated_at": "updated"}
+    for key, value in shown.items():
+        click.echo(f"{names.get(key, key):<15} {value}")
+
+
+# ------------------------------------------------------------------------------------------------ identify ---
+
+def _safe_stdout() -> None:
+    """Undecodable file names must not crash the output: write them back as the bytes they were."""
+    enc = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "")
+    try:
+        sys.stdout.reconfigure(errors="surrogateescape" if enc == "utf8" else "backslashreplace")
+    except (AttributeError, ValueError):
+        pass
+
+
+@cli.command()
+@_index_option
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output format [default: table on a terminal, jsonl otherwise].")
+@click.option("--outro-seconds", type=click.FloatRange(min=0), default=None, metavar="N",
+              help="Seconds analysed at the end of each file; 0 = whole file "
+                   "[default: 10; the whole file with --all-matches].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Worker processes; output stays in input order.")
+@click.option("--all-matches", is_flag=True, help="One record per track found in each file, with its time range.")
+def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seconds: float | None, jobs: int,
+             all_matches: bool) -> None:
+    """Identify the music at the end of each PATH (files, or folders searched recursively).
+
+    Prints one record per input file in input order (with --all-matches, one per track found): path, status
+    (match / no_match / error), label, title, artist, track_id, score, confidence, offset_s, speed,
+    query_start_s, query_end_s, error. A file that cannot be read gets an error record and the batch goes on.
+    """
+    import audioid
+    from audioid.index.result import FIELDS
+    from audioid.index.sources import expand_inputs
+    from audioid.index.store import IndexStoreError
+
+    files = expand_inputs(paths)
+    for p in paths:
+        if os.path.isdir(p) and not expand_inputs([p]):
+            click.echo(f"warning: {p}: no audio files found", err=True)
+    if not files:
+        raise click.ClickException("no audio files to identify")
+    fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
+    _safe_stdout()
+    results = audioid.iter_identify(index_dir, files, outro_seconds=outro_seconds, all_matches=all_matches,
+                                    jobs=jobs)
+    try:
+        first = next(results)      # a missing or foreign index is reported before any output
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    writer = make_writer(fmt, sys.stdout, FIELDS, path_width=max(len(f) for f in files))
+    try:
+        for _path, records in _chain(first, results):
+            for r in records:
+                writer.write(r.to_dict())
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, without a traceback or a second error at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        results.close()
+        sys.exit(1)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------------------------------------------- demo ---
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write the demo's references, index and queries to DIR and keep them.")
+def demo(keep: str | None) -> None:
+    """Synthesize a few tracks, index them, and identify degraded broadcast-like excerpts.
+
+    Runs in a few seconds with no input of yours: a check that the installation works and a tour of what
+    identify reports. Exits 1 if any excerpt is not identified as expected.
+    """
+    from .demo import run_demo
+
+    if not run_demo(keep):
+        sys.exit(1)

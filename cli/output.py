@@ -1,0 +1,115 @@
+"""Record writers for ``audioid identify``: JSON lines, CSV and an aligned table, each flushed per record.
+
+Only the standard library: this module is imported when the CLI starts.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO, Any, Callable, Sequence
+
+FORMATS = ("jsonl", "csv", "table")
+
+
+class JsonlWriter:
+    """One JSON object per line, keys in field order."""
+
+    def __init__(self, out: IO[str], fields: Sequence[str]):
+        self.out, self.fields = out, tuple(fields)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.out.write(json.dumps({k: record.get(k) for k in self.fields}) + "\n")
+        self.out.flush()
+
+
+class CsvWriter:
+    """A header row, then one row per record; ``None`` is written as an empty cell."""
+
+    def __init__(self, out: IO[str], fields: Sequence[str]):
+        self.out, self.fields = out, tuple(fields)
+        self.csv = csv.writer(out, lineterminator="\n")
+        self.csv.writerow(self.fields)
+        out.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.csv.writerow(["" if record.get(k) is None else record.get(k) for k in self.fields])
+        self.out.flush()
+
+
+class Column:
+    """A table column: header, how to get the cell text from a record, width (None: rest of the line)."""
+
+    def __init__(self, header: str, get: Callable[[dict], Any], width: int | None = None, right: bool = False):
+        self.header, self.get, self.width, self.right = header, get, width, right
+
+    def cell(self, record: dict) -> str:
+        v = self.get(record)
+        return "" if v is None else str(v)
+
+
+def _fit(text: str, width: int | None, right: bool, keep_end: bool = False) -> str:
+    if width is None:
+        return text
+    if len(text) > width:
+        text = (".." + text[len(text) - width + 2:]) if keep_end else (text[: width - 2] + "..")
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class TableWriter:
+    """Fixed-width columns streamed row by row (widths are chosen up front, long cells are shortened)."""
+
+    def __init__(self, out: IO[str], columns: Sequence[Column]):
+        self.out, self.columns = out, list(columns)
+        self._row({c.header: c.header for c in self.columns}, header=True)
+        self.out.write("  ".join("-" * (c.width or len(c.header)) for c in self.columns) + "\n")
+        out.flush()
+
+    def _row(self, cells: dict[str, str], header: bool = False) -> None:
+        parts = [_fit(cells[c.header], c.width, c.right and not header, keep_end=(c.header == "path"))
+                 for c in self.columns]
+        self.out.write("  ".join(parts).rstrip() + "\n")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._row({c.header: c.cell(record) for c in self.columns})
+        self.out.flush()
+
+
+def _num(key: str, fmt: str) -> Callable[[dict], str | None]:
+    return lambda r: None if r.get(key) is None else format(r[key], fmt)
+
+
+def _window(r: dict) -> str | None:
+    if r.get("query_start_s") is None:
+        return None
+    return f"{r['query_start_s']:.1f}-{r['query_end_s']:.1f}"
+
+
+def _details(r: dict) -> str | None:
+    if r.get("error"):
+        return r["error"]
+    return " / ".join(x for x in (r.get("title"), r.get("artist")) if x) or None
+
+
+def result_columns(path_width: int) -> list[Column]:
+    """The table columns of an identify record; the path column is as wide as the longest input path (max 60)."""
+    return [
+        Column("path", lambda r: r.get("path"), max(4, min(path_width, 60))),
+        Column("status", lambda r: r.get("status"), 8),
+        Column("label", lambda r: r.get("label"), 24),
+        Column("score", lambda r: r.get("score") if r.get("status") != "error" else None, 5, right=True),
+        Column("conf", _num("confidence", ".2f"), 4, right=True),
+        Column("offset_s", _num("offset_s", ".2f"), 8, right=True),
+        Column("speed", _num("speed", ".3f"), 5, right=True),
+        Column("query_s", _window, 11),
+        Column("title / artist / error", _details),
+    ]
+
+
+def make_writer(fmt: str, out: IO[str], fields: Sequence[str], path_width: int = 40):
+    if fmt == "jsonl":
+        return JsonlWriter(out, fields)
+    if fmt == "csv":
+        return CsvWriter(out, fields)
+    if fmt == "table":
+        return TableWriter(out, result_columns(path_width))
+    raise ValueError(f"unknown format {fmt!r}")
