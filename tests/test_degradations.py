@@ -1,0 +1,102 @@
+"""Identification under the degradations broadcast captures suffer, through the library (no CLI).
+
+Every query is a recording of presenter talk followed by the last 10 s of a reference track (its outro), degraded
+as named; ``identify_file`` analyses the last 10 s.  Each condition runs on every track of the session library
+and must return that track as the top-1 match (and, where the timeline is unchanged, the right offset).
+Music that is not in the index and speech alone must come back ``no_match``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from audioid import synth
+from audioid.index.identify import Identifier
+
+from conftest import N_TRACKS, SR, Library, outro_recording
+
+LABELS = [f"track{i}" for i in range(1, N_TRACKS + 1)]
+
+
+@pytest.fixture(scope="module")
+def ident(library: Library):
+    i = Identifier.open(library.index)
+    yield i
+    i.close()
+
+
+def _talk_then(lib: Library, y: np.ndarray, seed: int) -> np.ndarray:
+    return np.concatenate([synth.speech_like(seed, 4.0, lib.sr), y])
+
+
+def _outro(lib: Library, label: str, seconds: float = 10.0) -> np.ndarray:
+    return lib.tracks[label][-int(seconds * lib.sr):]
+
+
+# name -> builds (samples, sample rate, MP3 kbps or None, reference offset of the query's analysed start or None)
+Query = tuple[np.ndarray, int, "int | None", "float | None"]
+CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
+    "clean": lambda lib, lab, k: (outro_recording(lib, lab, talk_seed=k), SR, None, lib.duration(lab) - 10),
+    "mp3-32kbps": lambda lib, lab, k: (outro_recording(lib, lab, talk_seed=k), SR, 32, lib.duration(lab) - 10),
+    "pink-noise-10dB": lambda lib, lab, k: (
+        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.pink_noise(k, 10 * SR), 10.0), k), SR, None,
+        lib.duration(lab) - 10),
+    "pink-noise-0dB": lambda lib, lab, k: (
+        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.pink_noise(k, 10 * SR), 0.0), k), SR, None,
+        lib.duration(lab) - 10),
+    "speech-over-music-0dB": lambda lib, lab, k: (
+        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.speech_like(100 + k, 10.0, SR), 0.0), k), SR,
+        None, lib.duration(lab) - 10),
+    "speech-over-music-minus6dB": lambda lib, lab, k: (
+        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.speech_like(100 + k, 10.0, SR), -6.0), k), SR,
+        None, lib.duration(lab) - 10),
+    "telephone-band-8kHz": lambda lib, lab, k: (
+        soxr.resample(synth.telephone_band(outro_recording(lib, lab, talk_seed=k), SR), SR, 8000), 8000, None,
+        lib.duration(lab) - 10),
+    "excerpt-3s": lambda lib, lab, k: (_outro(lib, lab, 3.0), SR, None, lib.duration(lab) - 3),
+    "speed-plus-2pct": lambda lib, lab, k: (
+        _talk_then(lib, synth.change_speed(lib.tracks[lab], SR, 1.02)[-10 * SR:], k), SR, None, None),
+}
+
+
+def _write(tmp_path, name: str, y: np.ndarray, sr: int, kbps: int | None) -> str:
+    if kbps:
+        path = tmp_path / f"{name}.mp3"
+        written = synth.write_mp3(path, y, sr, kbps)
+        assert abs(written - kbps) < 0.1 * kbps, f"asked for {kbps} kbps, wrote {written:.1f}"
+    else:
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, y, sr)
+    return str(path)
+
+
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("condition", list(CONDITIONS))
+def test_top1_under_degradation(library, ident, tmp_path, condition, label):
+    k = LABELS.index(label)
+    y, sr, kbps, offset = CONDITIONS[condition](library, label, k)
+    r = ident.identify_file(_write(tmp_path, f"{condition}-{label}", y, sr, kbps), outro_seconds=10.0)
+    assert (r.status, r.label) == ("match", label), \
+        f"{condition}/{label}: {r.status} {r.label} score={r.score} confidence={r.confidence}"
+    if offset is not None:
+        assert r.offset_s == pytest.approx(offset, abs=0.15), f"{condition}/{label}: offset {r.offset_s}"
+    else:
+        assert r.speed == pytest.approx(1.02, abs=0.006)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unknown_music_is_no_match(library, ident, tmp_path, seed):
+    y = _talk_then(library, synth.music_track(900 + seed, 12.0, SR), seed)
+    r = ident.identify_file(_write(tmp_path, f"unknown-{seed}", y, SR, None))
+    assert r.status == "no_match", f"unknown music {seed}: {r.label} score={r.score} confidence={r.confidence}"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_speech_only_is_no_match(library, ident, tmp_path, seed):
+    y = synth.speech_like(500 + seed, 14.0, SR)
+    r = ident.identify_file(_write(tmp_path, f"speech-{seed}", y, SR, None))
+    assert r.status == "no_match", f"speech {seed}: {r.label} score={r.score} confidence={r.confidence}"

@@ -1,0 +1,102 @@
+"""The synthetic-audio generators: deterministic, distinct per seed, and doing what their names say."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioid import synth
+
+SR = 16000
+
+
+def _band_power(y: np.ndarray, sr: int, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / sr)
+    return float(spec[(f >= lo) & (f < hi)].sum())
+
+
+def _peak_hz(y: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / sr)[np.argmax(spec)])
+
+
+def test_music_track_is_deterministic_and_distinct_per_seed():
+    a1, a2, b = synth.music_track(1, 8.0, SR), synth.music_track(1, 8.0, SR), synth.music_track(2, 8.0, SR)
+    assert a1.dtype == np.float32 and a1.shape == (8 * SR,)
+    assert np.array_equal(a1, a2)
+    assert 0.5 < np.max(np.abs(a1)) <= 0.9 + 1e-6
+    assert abs(np.corrcoef(a1, b)[0, 1]) < 0.2
+    # Music-like: energy throughout (no long silences) and a rich spectrum inside the telephone band.
+    frames = a1[: len(a1) // 800 * 800].reshape(-1, 800)
+    assert np.sqrt((frames ** 2).mean(axis=1)).min() > 0.01
+    assert _band_power(a1, SR, 300, 3400) > 0.2 * _band_power(a1, SR, 0, SR / 2)
+
+
+def test_speech_like_has_syllables_and_pauses():
+    y = synth.speech_like(4, 20.0, SR)
+    assert np.array_equal(y, synth.speech_like(4, 20.0, SR)) and y.shape == (20 * SR,)
+    assert not np.allclose(y[: 5 * SR], synth.speech_like(5, 5.0, SR))
+    env = np.sqrt((y[: len(y) // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))   # 10 ms frames
+    quiet = env < 0.05 * env.max()
+    assert 0.1 < quiet.mean() < 0.6                                  # pauses, but mostly talking
+    # Most of the envelope's modulation is at syllable rates (2-8 Hz), not phrase rates or faster.
+    mod = np.abs(np.fft.rfft(env - env.mean())) ** 2
+    f = np.fft.rfftfreq(len(env), 0.01)
+    assert mod[(f >= 2) & (f < 8)].sum() > 0.5 * mod[f >= 0.5].sum()
+    # Voiced speech: most energy below 4 kHz.
+    assert _band_power(y, SR, 80, 4000) > 0.8 * _band_power(y, SR, 0, SR / 2)
+
+
+def test_babble_mixes_several_voices():
+    b = synth.babble(1, 5.0, SR, voices=4)
+    assert b.shape == (5 * SR,) and np.max(np.abs(b)) == pytest.approx(0.9, abs=1e-3)
+
+
+def test_pink_noise_has_equal_power_per_octave():
+    n = synth.pink_noise(0, 10 * SR)
+    assert np.array_equal(n, synth.pink_noise(0, 10 * SR)) and np.sqrt(np.mean(n ** 2)) == pytest.approx(1, rel=1e-3)
+    octaves = [_band_power(n, SR, lo, 2 * lo) for lo in (100, 200, 400, 800, 1600, 3200)]
+    assert max(octaves) / min(octaves) < 1.5
+    assert synth.pink_noise(0, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 0.0, -6.0])
+def test_mix_at_snr(snr_db):
+    s = synth.music_track(3, 4.0, SR) * 0.5
+    noise = synth.pink_noise(1, 2 * SR)                       # shorter: repeated to length
+    mix = synth.mix_at_snr(s, noise, snr_db)
+    assert mix.shape == s.shape and np.max(np.abs(mix)) <= 0.99 + 1e-6
+    scale = np.dot(mix, s) / np.dot(s, s)                     # undo the anti-clipping gain
+    added = mix / scale - s
+    measured = 10 * np.log10(np.mean(s ** 2) / np.mean(added ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.3)
+
+
+def test_telephone_band_keeps_voice_band_only():
+    t = np.arange(2 * SR) / SR
+    for hz, kept in ((100, False), (1000, True), (2500, True), (6000, False)):
+        y = np.sin(2 * np.pi * hz * t).astype(np.float32)
+        out = synth.telephone_band(y, SR)[SR // 2:]
+        gain_db = 10 * np.log10(np.mean(out ** 2) / np.mean(y[SR // 2:] ** 2))
+        assert (gain_db > -1.5) if kept else (gain_db < -20), (hz, gain_db)
+
+
+def test_change_speed_shifts_tempo_and_pitch_together():
+    t = np.arange(4 * SR) / SR
+    y = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    fast = synth.change_speed(y, SR, 1.02)
+    assert len(fast) == pytest.approx(len(y) / 1.02, abs=2)
+    assert _peak_hz(fast, SR) == pytest.approx(1020, abs=2)
+    with pytest.raises(ValueError):
+        synth.change_speed(y, SR, 0)
+
+
+@pytest.mark.parametrize("sr,kbps", [(16000, 32), (22050, 64), (44100, 128)])
+def test_write_mp3_bitrate_and_readback(tmp_path, sr, kbps):
+    y = synth.music_track(5, 6.0, sr)
+    path = tmp_path / "x.mp3"
+    written = synth.write_mp3(path, y, sr, kbps)
+    assert written == pytest.approx(kbps, rel=0.1)
+    back, back_sr = sf.read(path, dtype="float32")
+    assert back_sr == sr and 0 <= len(back) - len(y) < 0.15 * sr      # plus encoder padding
