@@ -17,8 +17,8 @@ class LandmarkConfig:
         Analysis rate in Hz.  8 kHz keeps the telephone band and discards what MP3 encoders and band limits
         damage first.
     n_fft, hop_length : int
-        STFT window and hop in samples (128 ms / 32 ms at 8 kHz): fine enough frequency resolution for
-        peaks, coarse enough time steps for short hash deltas.
+        STFT window and hop in samples (256 ms / 32 ms at 8 kHz): 3.9 Hz bins make tonal peaks stand
+        out of broadband noise; 32 ms steps keep hash time deltas short.
     fmin_hz, fmax_hz : float
         Band where peaks are picked.  Inside the 300-3400 Hz telephone band, so band-limited queries keep
         every reference peak; bass below it is what pink noise and speech mask first anyway.
@@ -45,24 +45,24 @@ class LandmarkConfig:
 
     version: int = 1
     sample_rate: int = 8000
-    n_fft: int = 1024
+    n_fft: int = 2048
     hop_length: int = 256
     fmin_hz: float = 300.0
     fmax_hz: float = 3400.0
-    peak_freq_bins: int = 15
+    peak_freq_bins: int = 31
     peak_time_frames: int = 9
-    query_peak_freq_bins: int = 15
+    query_peak_freq_bins: int = 31
     query_peak_time_frames: int = 9
-    whiten_freq_bins: int = 31
+    whiten_freq_bins: int = 61
     whiten_time_frames: int = 31
     ref_peaks_per_s: float = 18.0
-    query_peaks_per_s: float = 30.0
+    query_peaks_per_s: float = 45.0
     ref_fanout: int = 4
-    query_fanout: int = 24
+    query_fanout: int = 32
     dt_min: int = 1
     dt_max: int = 48
-    df_max: int = 64
-    freq_quant: int = 1
+    df_max: int = 126
+    freq_quant: int = 2
 
     @property
     def frame_seconds(self) -> float:
