@@ -5,6 +5,7 @@ the numeric and index modules it needs when it runs.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from contextlib import contextmanager
@@ -75,13 +76,11 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"{e.filename or index_dir}: {e.strerror or e}") from None
-    echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    echo(f"{'add' if add else 'build'}: {len(report.added)} added, {len(report.duplicates)} duplicate(s), "
-         f"{len(report.failed)} failed; index {index_dir} is at generation {report.generation}")
-    for path, existing in report.duplicates:
-        echo(f"  duplicate  {path} (same file as track {existing})")
-    for path, msg in report.failed:
-        echo(f"  failed     {msg if msg.startswith(path) else f'{path}: {msg}'}")
+    lines = [f"{'add' if add else 'build'}: {len(report.added)} added, {len(report.duplicates)} duplicate(s), "
+             f"{len(report.failed)} failed; index {index_dir} is at generation {report.generation}"]
+    lines += [f"  duplicate  {path} (same file as track {existing})" for path, existing in report.duplicates]
+    lines += [f"  failed     {msg if msg.startswith(path) else f'{path}: {msg}'}" for path, msg in report.failed]
+    click.echo("\n".join(lines), err=True)
 
 
 @index_group.command("build")
@@ -176,16 +175,21 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
     Prints one record per input file in input order (with --all-matches, one per track found): path, status
     (match / no_match / error), label, title, artist, track_id, score, confidence, offset_s, speed,
     query_start_s, query_end_s, error. A file that cannot be read gets an error record and the batch goes on.
+
+    Exit status: 0 when every file got a record (error records included), 1 when the index cannot be opened or
+    no audio file was found, 2 on usage errors.
     """
     import audioid
     from audioid.index.result import FIELDS
     from audioid.index.sources import expand_inputs
     from audioid.index.store import IndexStoreError
 
-    files = expand_inputs(paths)
+    files: list[str] = []
     for p in paths:
-        if os.path.isdir(p) and not expand_inputs([p]):
+        found = expand_inputs([p])
+        if not found:
             click.echo(f"warning: {p}: no audio files found", err=True)
+        files.extend(found)
     if not files:
         raise click.ClickException("no audio files to identify")
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
@@ -198,7 +202,7 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
         raise click.ClickException(str(e)) from None
     writer = make_writer(fmt, sys.stdout, FIELDS, path_width=max(len(f) for f in files))
     try:
-        for _path, records in _chain(first, results):
+        for _path, records in itertools.chain([first], results):
             for r in records:
                 writer.write(r.to_dict())
     except BrokenPipeError:
@@ -207,11 +211,6 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
         os.dup2(devnull, sys.stdout.fileno())
         results.close()
         sys.exit(1)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 # ---------------------------------------------------------------------------------------------------- demo ---
