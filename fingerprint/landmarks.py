@@ -20,6 +20,12 @@ _DT_BITS = 6
 _DF_BITS = 8
 
 
+def hash_bits(cfg: LandmarkConfig) -> int:
+    """Bits a hash of ``cfg`` can occupy (the postings store sizes its bucket table from it)."""
+    top_bin = int(cfg.fmax_hz * cfg.n_fft / cfg.sample_rate) + 1
+    return int(top_bin // cfg.freq_quant).bit_length() + _DF_BITS + _DT_BITS
+
+
 @dataclass(frozen=True)
 class Peaks:
     """Constellation peaks, sorted by time.

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..fingerprint.audio import AudioError, load
 from ..fingerprint.config import LandmarkConfig
-from ..fingerprint.landmarks import reference_hashes
+from ..fingerprint.landmarks import hash_bits, reference_hashes
 from .catalog import Catalog, Track
 from .postings import write_segment
 from .sources import ReferenceSpec
@@ -144,7 +144,8 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
         track_table = np.array([[t.frame_start, t.frame_count, t.id] for t in tracks], np.int64).reshape(-1, 3)
         write_segment(os.path.join(staging, seg_name),
                       np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint32),
-                      np.concatenate(value_parts) if value_parts else np.zeros(0, np.uint32), track_table)
+                      np.concatenate(value_parts) if value_parts else np.zeros(0, np.uint32), track_table,
+                      hash_bits(cfg))
         catalog.insert(tracks)
         catalog.close()
         os.makedirs(os.path.join(path, "postings"), exist_ok=True)

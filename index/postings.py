@@ -1,11 +1,14 @@
 """Landmark postings: immutable segments mapping hash -> global reference frame.
 
-A segment is a folder of three ``.npy`` files, memory-mapped on open so that a lookup touches only the pages its
+A segment is a folder of ``.npy`` files, memory-mapped on open so that a lookup touches only the pages its
 binary searches visit:
 
-``hashes.npy``  uint32, sorted
+``low.npy``     uint16, the low 16 bits of each hash, sorted by full hash
+``buckets.npy`` int64, where each value of the hash's high bits starts in ``low`` (a few hundred entries)
 ``values.npy``  uint32, the global frame of each hash's anchor (track start + anchor frame)
 ``tracks.npy``  int64 rows ``(frame_start, frame_count, track_id)`` sorted by ``frame_start``
+
+Splitting the hash into a bucket table and 16 stored bits makes a posting 6 bytes instead of 8.
 
 Every track owns a disjoint range of global frames, so one number per posting names both the track and the time,
 and a true match is a pile of votes at one value of ``global frame - query frame``.
@@ -18,11 +21,24 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.ndarray) -> None:
-    """Write a segment folder (postings in any order; they are sorted by hash here)."""
+_LOW_BITS = 16
+
+
+def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.ndarray, hash_bits: int) -> None:
+    """Write a segment folder (postings in any order; they are sorted by hash here).
+
+    ``hash_bits`` bounds the hashes (every hash < 2**hash_bits); it sizes the bucket table.
+    """
+    hashes = np.asarray(hashes, dtype=np.uint32)
+    n_buckets = 1 << max(0, hash_bits - _LOW_BITS)
+    if len(hashes) and int(hashes.max()) >> _LOW_BITS >= n_buckets:
+        raise ValueError(f"hash exceeds {hash_bits} bits")
     os.makedirs(path, exist_ok=False)
     order = np.argsort(hashes, kind="stable")
-    for name, arr in (("hashes", hashes[order].astype(np.uint32)), ("values", values[order].astype(np.uint32)),
+    hashes = hashes[order]
+    buckets = np.searchsorted(hashes >> _LOW_BITS, np.arange(n_buckets + 1), side="left").astype(np.int64)
+    for name, arr in (("low", (hashes & 0xFFFF).astype(np.uint16)), ("buckets", buckets),
+                      ("values", np.asarray(values)[order].astype(np.uint32)),
                       ("tracks", tracks.astype(np.int64).reshape(-1, 3))):
         with open(os.path.join(path, name + ".npy"), "wb") as f:
             np.save(f, np.ascontiguousarray(arr))
@@ -35,24 +51,47 @@ class Segment:
     """An open (memory-mapped) postings segment."""
 
     name: str
-    hashes: np.ndarray
+    low: np.ndarray
+    buckets: np.ndarray
     values: np.ndarray
     tracks: np.ndarray
 
     @classmethod
     def open(cls, path: str) -> "Segment":
         def load(name: str) -> np.ndarray:
-            arr = np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
-            # np.load refuses to memory-map empty arrays' zero-length buffers on some platforms; fine either way.
-            return arr
+            return np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
 
-        seg = cls(os.path.basename(path), load("hashes"), load("values"), load("tracks"))
-        if seg.hashes.shape != seg.values.shape or seg.tracks.ndim != 2 or seg.tracks.shape[1] != 3:
+        seg = cls(os.path.basename(path), load("low"), np.array(load("buckets")), load("values"), load("tracks"))
+        if (seg.low.shape != seg.values.shape or seg.tracks.ndim != 2 or seg.tracks.shape[1] != 3
+                or len(seg.buckets) < 2 or seg.buckets[-1] != len(seg.low)):
             raise ValueError(f"segment {path} is inconsistent")
         return seg
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.low)
+
+    def _ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) of each hash's postings: bucket from the high bits, then binary search on the low 16."""
+        hashes = np.asarray(hashes, dtype=np.uint32)
+        high = (hashes >> _LOW_BITS).astype(np.int64)
+        low = (hashes & 0xFFFF).astype(np.uint16)
+        lo = np.zeros(len(hashes), np.int64)
+        hi = np.zeros(len(hashes), np.int64)
+        inside = high < len(self.buckets) - 1
+        for b in np.unique(high[inside]):
+            sel = np.nonzero(high == b)[0]
+            start, end = int(self.buckets[b]), int(self.buckets[b + 1])
+            if start == end:
+                continue
+            run = self.low[start:end]
+            lo[sel] = start + np.searchsorted(run, low[sel], side="left")
+            hi[sel] = start + np.searchsorted(run, low[sel], side="right")
+        return lo, hi
+
+    def counts(self, hashes: np.ndarray) -> np.ndarray:
+        """Number of postings of each hash."""
+        lo, hi = self._ranges(hashes)
+        return hi - lo
 
     def lookup(self, hashes: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
         """Find every posting of ``hashes``.
@@ -67,8 +106,7 @@ class Segment:
         values : np.ndarray of uint32
             Global frame of each hit.
         """
-        lo = np.searchsorted(self.hashes, hashes, side="left")
-        hi = np.searchsorted(self.hashes, hashes, side="right")
+        lo, hi = self._ranges(hashes)
         counts = hi - lo
         counts[counts > max_postings] = 0
         total = int(counts.sum())
