@@ -36,11 +36,25 @@ class Audio:
     duration_s: float
 
 
+# Extra audio decoded before a tail so the resampler's start-up transient falls outside the returned samples.
+_PREROLL_S = 0.25
+
+
 def to_mono(data: np.ndarray) -> np.ndarray:
-    """Average channels of a ``(frames, channels)`` array into float32 mono."""
+    """Average the channels of a ``(frames, channels)`` array into contiguous float32 mono."""
     if data.ndim == 1:
-        return data.astype(np.float32, copy=False)
-    return data.mean(axis=1, dtype=np.float32)
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0], dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge float samples overflow: sanitize() zeroes them
+        return data.mean(axis=1, dtype=np.float32)
+
+
+def sanitize(y: np.ndarray) -> np.ndarray:
+    """Replace NaN and +-Inf (float files can hold them) with silence; returns ``y`` itself when all finite."""
+    if np.isfinite(y).all():
+        return y
+    return np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def resample(y: np.ndarray, orig_sr: float, target_sr: int) -> np.ndarray:
@@ -58,30 +72,46 @@ def load(path: str | os.PathLike, sample_rate: int, *, tail_seconds: float | Non
     Parameters
     ----------
     path : str or path-like
-        Audio file (MP3, WAV, FLAC, Ogg Vorbis, Opus; M4A/AAC when ffmpeg is installed).
+        Audio file: MP3, WAV, FLAC, Ogg Vorbis, Opus, AIFF (libsndfile); M4A/AAC and anything else ffmpeg
+        reads when ffmpeg is installed.  Any sample rate and channel count.
     sample_rate : int
         Target rate in Hz.
     tail_seconds : float or None
-        Read only the last ``tail_seconds`` of the file (seeking where the format allows).
-        ``None`` or ``0`` reads the whole file.
+        Read only the last ``tail_seconds`` of the file, seeking where the format allows, so a 3-hour file
+        costs about what a 3-minute one does.  ``None`` or ``0`` reads the whole file; a tail longer than
+        the file gives the whole file.  The samples match those of a full read at the same positions.
 
     Returns
     -------
     Audio
+        ``len(samples) == round(tail_seconds * sample_rate)`` for a tail when the file is long enough.
 
     Raises
     ------
     AudioError
-        The file is missing, unreadable, empty or not decodable audio.
+        The file is missing, unreadable, empty, too short, corrupt or not decodable audio; the message names
+        the file and the problem.
+    ValueError
+        ``sample_rate`` or ``tail_seconds`` is not a positive number.
     """
-    from .decode import decode_file
+    from .decode import decode
 
-    data, native_sr, start_s, duration_s = decode_file(os.fspath(path), tail_seconds)
-    y = to_mono(data)
-    if not np.all(np.isfinite(y)):
-        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    y = resample(y, native_sr, sample_rate)
-    return Audio(samples=y, sample_rate=sample_rate, start_s=start_s, duration_s=duration_s)
+    if not sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
+    tail = tail_seconds or None
+    d = decode(path, tail + _PREROLL_S if tail else None, grid=sample_rate)
+    y = sanitize(to_mono(sanitize(d.data)))  # mixing huge finite floats can overflow too
+    y = resample(y, d.sample_rate, sample_rate)
+    start_s = d.start_frame / d.sample_rate
+    if tail:
+        # d.start_frame sits on the target grid, so dropping the pre-roll keeps samples where a full read has them
+        n = int(round(tail * sample_rate))
+        if len(y) > n:
+            start_s += (len(y) - n) / sample_rate
+            y = y[len(y) - n:]
+    if len(y) == 0:
+        raise AudioError(f"{os.fspath(path)}: too short to give any sample at {sample_rate} Hz")
+    return Audio(samples=y, sample_rate=sample_rate, start_s=start_s, duration_s=d.total_frames / d.sample_rate)
 
 
 def chunks_from_end(y: np.ndarray, sample_rate: int, seconds: float = 10.0, *, keep_short: bool = False
@@ -104,9 +134,9 @@ def chunks_from_end(y: np.ndarray, sample_rate: int, seconds: float = 10.0, *, k
     list of (start_s, samples)
         The last piece (the outro) first; ``start_s`` is its start within ``y``.
     """
-    if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}")
     n = int(round(seconds * sample_rate))
+    if n < 1:
+        raise ValueError(f"seconds must give at least one sample, got {seconds} s at {sample_rate} Hz")
     pieces = []
     end = len(y)
     while end >= n:
