@@ -74,8 +74,13 @@ class Identifier:
     def close(self) -> None:
         self.reader.close()
 
-    def identify_samples(self, y: np.ndarray, *, path: str | None = None, start_s: float = 0.0) -> Result:
-        """Identify mono samples at the index's analysis rate; ``start_s`` places them within their file."""
+    def identify_samples(self, y: np.ndarray, *, path: str | None = None, start_s: float = 0.0,
+                         matched_range: bool = False) -> Result:
+        """Identify mono samples at the index's analysis rate; ``start_s`` places them within their file.
+
+        With ``matched_range`` a match's ``query_start_s``/``query_end_s`` span the query audio whose hashes
+        matched, instead of the whole analysed window.
+        """
         lcfg = self.reader.config
         peaks = query_peaks(y, lcfg)
         end_s = start_s + len(y) / lcfg.sample_rate
@@ -94,9 +99,17 @@ class Identifier:
         track = self.reader.catalog.get(cand.track_id)
         if track is None:  # removed since this generation was opened
             return base
+        offset_frames = cand.offset_frames
+        if matched_range:
+            # Matched anchors are on the reference's time axis (query frame x speed); the last one's targets
+            # reach up to dt_max frames further.  offset_s then refers to the matched start.
+            to_s = lcfg.frame_seconds / cand.speed
+            base.query_start_s = round(start_s + cand.first_frame * to_s, 3)
+            base.query_end_s = round(min(end_s, start_s + (cand.last_frame + lcfg.dt_max) * to_s), 3)
+            offset_frames += cand.first_frame
         return replace(base, status="match", label=track.label, title=track.title, artist=track.artist,
                        track_id=track.id, confidence=round(conf, 4),
-                       offset_s=round(cand.offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
+                       offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
 
     def identify_file(self, path: str, *, outro_seconds: float = 10.0) -> Result:
         """Identify the last ``outro_seconds`` of a file (0 = the whole file as one query)."""
@@ -123,14 +136,14 @@ class Identifier:
         starts = list(range(0, max(1, len(y) - win + hop), hop)) if len(y) > win else [0]
         found: list[Result] = []
         for s in starts:
-            r = self.identify_samples(y[s:s + win], path=path, start_s=audio.start_s + s / sr)
+            r = self.identify_samples(y[s:s + win], path=path, start_s=audio.start_s + s / sr, matched_range=True)
             if r.status != "match":
                 continue
             prev = found[-1] if found else None
             drift = None if prev is None else abs((r.offset_s - r.query_start_s) - (prev.offset_s - prev.query_start_s))
             if prev and prev.track_id == r.track_id and drift is not None and drift < 1.0 \
-                    and r.query_start_s <= prev.query_end_s:
-                prev.query_end_s = r.query_end_s
+                    and r.query_start_s <= prev.query_end_s + self.config.hop_s:
+                prev.query_end_s = max(prev.query_end_s, r.query_end_s)
                 prev.score = max(prev.score, r.score)
                 prev.confidence = max(prev.confidence, r.confidence)
             else:

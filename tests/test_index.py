@@ -1,0 +1,202 @@
+"""Landmarks, postings and the on-disk index, against real files and real storage."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioid import synth
+from audioid.fingerprint.config import LandmarkConfig
+from audioid.fingerprint.landmarks import hash_bits, query_peaks, reference_hashes
+from audioid.index.build import add_to_index, build_index
+from audioid.index.identify import Identifier
+from audioid.index.match import false_alarms
+from audioid.index.postings import Segment, write_segment
+from audioid.index.sources import ReferenceSpec, reference_specs
+from audioid.index.store import IndexReader, IndexStoreError, writer_lock
+
+SR = 16000
+CFG = LandmarkConfig()
+
+
+def _write(path: Path, y: np.ndarray, sr: int = SR) -> Path:
+    sf.write(path, y, sr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("refs")
+    for i in range(1, 5):
+        _write(d / f"song{i}.wav", synth.music_track(100 + i, 25.0, SR))
+    return d
+
+
+def test_landmarks_are_deterministic_and_bounded():
+    y = synth.music_track(1, 20.0, CFG.sample_rate)
+    h1, t1 = reference_hashes(y, CFG)
+    h2, t2 = reference_hashes(y.copy(), CFG)
+    assert np.array_equal(h1, h2) and np.array_equal(t1, t2)
+    assert len(h1) > 20 * 30  # tens of hashes per second
+    assert int(h1.max()) < 2 ** hash_bits(CFG)
+    assert t1.min() >= 0 and t1.max() <= len(y) // CFG.hop_length
+    # Queries keep more peaks than references, so reference peaks survive added speech or noise peaks.
+    assert len(query_peaks(y, CFG)) > 1.5 * 20 * CFG.ref_peaks_per_s
+
+
+def test_silence_and_dc_give_no_landmarks():
+    for y in (np.zeros(8000 * 5, np.float32), np.full(8000 * 5, 0.5, np.float32)):
+        h, _ = reference_hashes(y, CFG)
+        assert len(h) == 0
+
+
+def test_config_roundtrip_and_unknown_keys_refused():
+    assert LandmarkConfig.from_dict(CFG.to_dict()) == CFG
+    with pytest.raises(ValueError, match="unknown"):
+        LandmarkConfig.from_dict({**CFG.to_dict(), "bogus": 1})
+
+
+def test_postings_lookup_matches_brute_force(tmp_path):
+    rng = np.random.default_rng(0)
+    bits = 23
+    hashes = rng.integers(0, 2 ** bits, 50_000).astype(np.uint32)
+    hashes[:500] = 12345  # a hot hash
+    values = rng.integers(0, 2 ** 31, len(hashes)).astype(np.uint32)
+    write_segment(str(tmp_path / "seg"), hashes, values, np.array([[0, 10, 1]]), bits)
+    seg = Segment.open(str(tmp_path / "seg"))
+    assert len(seg) == len(hashes)
+    q = np.concatenate([hashes[rng.integers(0, len(hashes), 200)], [12345, 2 ** bits - 1]]).astype(np.uint32)
+    qidx, vals = seg.lookup(q, max_postings=10_000)
+    got = sorted(zip(q[qidx].tolist(), vals.tolist()))
+    want = sorted((int(h), int(v)) for h in set(q.tolist()) for hh, v in zip(hashes, values) if hh == h
+                  for _ in range(int(np.sum(q == h))))
+    assert got == want
+    # Hot hashes are skipped, not truncated.
+    qidx, _ = seg.lookup(np.array([12345], np.uint32), max_postings=100)
+    assert len(qidx) == 0
+
+
+def test_build_identify_offset_and_negatives(refs, tmp_path):
+    report = build_index(reference_specs(str(refs)), tmp_path / "idx", jobs=1)
+    assert [t.label for t in report.added] == ["song1", "song2", "song3", "song4"]
+    ident = Identifier.open(tmp_path / "idx")
+    y, _ = sf.read(refs / "song3.wav", dtype="float32")
+    q = _write(tmp_path / "q.wav", y[int(7.5 * SR): int(17.5 * SR)])
+    r = ident.identify_file(str(q))
+    assert (r.status, r.label) == ("match", "song3")
+    assert abs(r.offset_s - 7.5) < 0.1 and r.confidence > 0.9
+    # Unknown music and speech must not be named as the least-bad track.
+    for name, y in {"unknown": synth.music_track(999, 10.0, SR), "speech": synth.speech_like(3, 10.0, SR),
+                    "noise": synth.pink_noise(4, 10 * SR)}.items():
+        r = ident.identify_file(str(_write(tmp_path / f"{name}.wav", y)))
+        assert r.status == "no_match", (name, r)
+
+
+def test_add_equals_one_build_and_needs_no_rebuild(refs, tmp_path):
+    specs = reference_specs(str(refs))
+    build_index(specs, tmp_path / "whole", jobs=1)
+    build_index(specs[:2], tmp_path / "grown", jobs=1)
+    ident_before = Identifier.open(tmp_path / "grown")
+    rep = add_to_index(specs[2:], tmp_path / "grown", jobs=1)
+    assert len(rep.added) == 2
+    whole, grown = Identifier.open(tmp_path / "whole"), Identifier.open(tmp_path / "grown")
+    assert len(grown.reader.segments) == 2
+    for i in range(1, 5):
+        y, _ = sf.read(refs / f"song{i}.wav", dtype="float32")
+        q = str(_write(tmp_path / f"q{i}.wav", y[5 * SR: 15 * SR]))
+        a, b = whole.identify_file(q), grown.identify_file(q)
+        assert (a.status, a.label, a.track_id, a.offset_s, a.score) == (b.status, b.label, b.track_id, b.offset_s,
+                                                                          b.score)
+    # A reader opened before the add still sees its own generation, consistently.
+    y, _ = sf.read(refs / "song4.wav", dtype="float32")
+    assert ident_before.identify_file(str(_write(tmp_path / "q4b.wav", y[:10 * SR]))).status == "no_match"
+
+
+def test_duplicates_are_not_indexed_twice(refs, tmp_path):
+    (tmp_path / "src").mkdir()
+    for name in ("a.wav", "copy-of-a.wav"):
+        (tmp_path / "src" / name).write_bytes((refs / "song1.wav").read_bytes())
+    rep = build_index(reference_specs(str(tmp_path / "src")), tmp_path / "idx", jobs=1)
+    assert len(rep.added) == 1 and len(rep.duplicates) == 1
+    rep = add_to_index(reference_specs(str(refs)), tmp_path / "idx", jobs=1)
+    assert len(rep.added) == 3 and rep.duplicates[0][1] == 1
+
+
+def test_bad_files_are_reported_and_skipped(refs, tmp_path):
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    (tmp_path / "text.mp3").write_text("not audio at all\n" * 100)
+    specs = [ReferenceSpec(str(refs / "song1.wav"), "ok"), ReferenceSpec(str(tmp_path / "empty.mp3"), "e"),
+             ReferenceSpec(str(tmp_path / "text.mp3"), "t"), ReferenceSpec(str(tmp_path / "missing.wav"), "m")]
+    rep = build_index(specs, tmp_path / "idx", jobs=2)
+    assert [t.label for t in rep.added] == ["ok"]
+    failed = dict(rep.failed)
+    assert set(failed) == {str(tmp_path / n) for n in ("empty.mp3", "text.mp3", "missing.wav")}
+    for path, msg in failed.items():
+        assert path in msg
+
+
+def test_rebuild_swaps_atomically_and_collects_garbage(refs, tmp_path):
+    specs = reference_specs(str(refs))
+    idx = tmp_path / "idx"
+    build_index(specs[:1], idx, jobs=1)
+    old = IndexReader(str(idx))
+    (idx / ".staging-leftover").mkdir()  # as a crashed writer would leave it
+    build_index(specs, idx, jobs=1)
+    new = IndexReader(str(idx))
+    assert new.generation == old.generation + 1
+    assert new.catalog.totals()["tracks"] == 4 and old.catalog.totals()["tracks"] == 1
+    names = set(os.listdir(idx))
+    assert ".staging-leftover" not in names and old.manifest["catalog"] not in names
+    assert set(os.listdir(idx / "postings")) == set(new.manifest["segments"])
+
+
+def test_foreign_folder_and_future_format_are_refused(refs, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(IndexStoreError, match="not an ml-audio-id index"):
+        build_index(reference_specs(str(refs)), tmp_path / "photos")
+    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs))[:1], idx, jobs=1)
+    manifest = json.loads((idx / "MANIFEST.json").read_text())
+    (idx / "MANIFEST.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(IndexStoreError, match="format version 99 is not supported"):
+        Identifier.open(idx)
+    with pytest.raises(IndexStoreError, match="no such index"):
+        Identifier.open(tmp_path / "nowhere")
+
+
+def test_second_writer_fails_clearly(refs, tmp_path):
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs))[:1], idx, jobs=1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with writer_lock(str(idx)):
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        with pytest.raises(IndexStoreError, match="another process is writing"):
+            add_to_index(reference_specs(str(refs)), idx, jobs=1)
+    finally:
+        release.set()
+        t.join()
+    assert IndexReader(str(idx)).catalog.totals()["tracks"] == 1
+
+
+def test_false_alarm_expectation_behaves():
+    # More votes -> fewer expected chance piles; more background hits or a bigger index -> more.
+    base = false_alarms(20, 5000, 1_000_000, 13, 16.0)
+    assert false_alarms(30, 5000, 1_000_000, 13, 16.0) < base
+    assert false_alarms(20, 50_000, 1_000_000, 13, 16.0) > base
+    assert false_alarms(20, 5000, 1_000_000, 1, 16.0) < base
+    assert false_alarms(0, 5000, 1_000_000, 13, 16.0) == pytest.approx(1_000_000 / 3 * 13)
