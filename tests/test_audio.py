@@ -9,7 +9,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import time
 
 from pathlib import Path
@@ -542,9 +541,9 @@ def test_permission_denied(tmp_path):
     _expect_error(_unreadable(tmp_path), match="permission denied")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to drop to nobody")
-def test_permission_denied_as_root_via_nobody(tmp_path_factory):
-    """Root ignores file modes, so the check runs in a child process that drops to user nobody."""
+@pytest.mark.skipif(not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_permission_denied_as_root_via_nobody():
+    """Root ignores file modes, so the check runs in a forked child that drops to user nobody."""
     import tempfile
 
     d = tempfile.mkdtemp(prefix="audioid-perm-")
@@ -555,20 +554,31 @@ def test_permission_denied_as_root_via_nobody(tmp_path_factory):
         os.chmod(p, 0)
         hidden = os.path.join(d, "hidden")
         os.mkdir(hidden, 0o700)
-        code = ("import sys\nfrom audioid.fingerprint.audio import load, AudioError\n"
-                "for p in sys.argv[1:]:\n"
-                "    try:\n        load(p, 8000)\n        print('LOADED', p)\n"
-                "    except AudioError as e:\n        print(e)\n")
-        try:
-            r = subprocess.run([sys.executable, "-c", code, p, os.path.join(hidden, "x.wav")],
-                               capture_output=True, text=True, user=65534, timeout=60)
-        except (PermissionError, OSError) as e:
-            pytest.skip(f"cannot run as nobody: {e}")
-        if r.returncode != 0:
-            pytest.skip(f"child could not import the package as nobody: {r.stderr[-200:]}")
-        lines = r.stdout.strip().splitlines()
-        assert lines[0].startswith(p) and "permission denied" in lines[0]
-        assert "permission denied" in lines[1] and "hidden" in lines[1]
+        sf.write(os.path.join(hidden, "x.wav"), signal(8000, 1.0), 8000)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            try:
+                os.close(r)
+                os.setgid(65534)
+                os.setuid(65534)
+                msgs = []
+                for q in (p, os.path.join(hidden, "x.wav")):
+                    try:
+                        load(q, 8000)
+                        msgs.append("LOADED " + q)
+                    except AudioError as e:
+                        msgs.append(str(e))
+                os.write(w, "\n".join(msgs).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read().splitlines()
+        os.waitpid(pid, 0)
+        assert len(out) == 2, out
+        assert out[0].startswith(p) and "permission denied" in out[0]
+        assert "hidden" in out[1] and "permission denied" in out[1]
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

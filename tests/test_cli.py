@@ -273,10 +273,6 @@ def test_bad_files_get_error_records_and_the_batch_goes_on(library, bad_files, q
     assert "empty" in statuses["empty"]["error"] and "no such file" in statuses["missing"]["error"]
 
 
-@pytest.mark.xfail(reason="fingerprint.decode: a truncated MP3 whose header still promises the full length is read "
-                          "by seeking to where its tail should be: past the real end it returns no samples ('no "
-                          "audio samples'), just before it only the last second or two; the last 10 s actually "
-                          "there should be analysed", strict=False)
 def test_truncated_mp3_outro_is_identified(library, tmp_path):
     full = tmp_path / "full.mp3"
     synth.write_mp3(full, library.tracks["track7"][: 24 * SR], SR, 64)
