@@ -39,6 +39,7 @@ from common import TruthRow, percentiles, read_truth, same_file, wilson_interval
 from audioid.index.build import build_index  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
+from audioid.index.store import disk_bytes  # noqa: E402
 
 COLD_RUNS = 5
 SCORE_BINS = (0, 5, 8, 10, 15, 20, 30, 50, 100)
@@ -47,18 +48,6 @@ CONF_SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 # ---------------------------------------------------------------------------------------------------------- build
-
-def dir_size(path: str) -> int:
-    """Bytes of all regular files under ``path``."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
-
 
 def run_build(refs: str, index_dir: str, jobs: int | None) -> dict[str, Any]:
     """Build the index of ``refs`` at ``index_dir``, timed; returns speed and what the build reported."""
@@ -78,7 +67,7 @@ def run_build(refs: str, index_dir: str, jobs: int | None) -> dict[str, Any]:
 def index_stats(ident: Identifier, index_dir: str) -> dict[str, Any]:
     """Size on disk and indexed audio of an open index."""
     totals = ident.reader.catalog.totals()
-    size = dir_size(index_dir)
+    size = disk_bytes(index_dir)
     hours = totals["duration_s"] / 3600
     return {"tracks": totals["tracks"], "audio_h": hours, "hashes": totals["hashes"], "bytes": size,
             "mb_per_hour": size / 1e6 / hours if hours else None,

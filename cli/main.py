@@ -102,23 +102,12 @@ def index_add(source: str, index_dir: str, jobs: int | None, label_from: str) ->
     _write_index(True, source, index_dir, jobs, label_from)
 
 
-def _dir_size(path: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 @index_group.command("stats")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def index_stats(index_dir: str, as_json: bool) -> None:
     """Tracks, hashes, hours of audio, size on disk, format version, generation and segments of an index."""
-    from audioid.index.store import IndexReader, IndexStoreError
+    from audioid.index.store import IndexReader, IndexStoreError, disk_bytes
 
     try:
         reader = IndexReader(index_dir)
@@ -128,7 +117,7 @@ def index_stats(index_dir: str, as_json: bool) -> None:
         totals = reader.catalog.totals()
         m = reader.manifest
         stats = {"index": index_dir, "tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
-                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": _dir_size(index_dir),
+                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(index_dir),
                  "format_version": m["format_version"], "generation": reader.generation,
                  "segments": len(m["segments"]), "created_at": m.get("created_at"), "updated_at": m.get("updated_at")}
     finally:

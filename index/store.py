@@ -129,6 +129,18 @@ def collect_garbage(path: str, manifest: dict) -> None:
                     pass
 
 
+def disk_bytes(path: str) -> int:
+    """Bytes of all regular files under ``path`` (an index's size on disk)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
 class IndexReader:
     """One consistent generation of an index, opened read-only (segments memory-mapped)."""
 
