@@ -106,10 +106,15 @@ def decode(path: str | os.PathLike, tail_seconds: float | None = None, *, grid: 
     tail = float(tail_seconds) if tail_seconds else None
     if tail is not None and not (tail > 0 and math.isfinite(tail)):
         raise ValueError(f"tail_seconds must be positive and finite, got {tail_seconds!r}")
+    if tail is not None:
+        tail = min(tail, 1e7)  # longer than any file; keeps frame arithmetic finite
     size, head = _check_file(path)
     kind = _sniff(path, head)
     if kind == "mpeg":
-        result = _decode_mpeg(path, size, tail, grid)
+        try:
+            result = _decode_mpeg(path, size, tail, grid)
+        except (OSError, ValueError, IndexError, struct.error) as e:  # e.g. the file changed under us
+            raise AudioError(f"{path}: cannot decode MP3 ({type(e).__name__}: {e})") from None
         if result is None:  # not a layer III stream we can frame (MP2, free format): libsndfile decides
             result = _decode_with_fallback(path, tail, grid)
     elif kind == "ffmpeg":
@@ -275,13 +280,17 @@ def _header_length(b0: int, b1: int, b2: int) -> int:
     return h.length if h else 0
 
 
-@lru_cache(maxsize=16)
 def _length_table(b1: int, b2: int) -> list[int]:
     """Frame length by ``(byte1 << 8) | byte2`` for headers of the same stream as ``b1, b2``; 0 = not one.
 
     A stream keeps its version, layer and sample rate, so only bitrate, padding, CRC and private bits may
     vary; anything else that looks like a sync word is data, not a frame.
     """
+    return _length_table_for(b1 & 0xFE, b2 & 0x0C)
+
+
+@lru_cache(maxsize=32)
+def _length_table_for(b1: int, b2: int) -> list[int]:
     table = [0] * 65536
     for crc in (0, 1):
         c1 = (b1 & 0xFE) | crc
@@ -483,46 +492,6 @@ def _xing_frame(s: _Mp3Stream, n_frames: int) -> bytes:
     return bytes(frame)
 
 
-class _Spliced(io.RawIOBase):
-    """Read-only file view: ``prefix`` bytes followed by ``f[start:end]`` (for libsndfile's virtual I/O)."""
-
-    def __init__(self, prefix: bytes, f, start: int, end: int):
-        super().__init__()
-        self._prefix, self._f, self._start, self._end = prefix, f, start, end
-        self._size = len(prefix) + end - start
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buf) -> int:
-        view = memoryview(buf).cast("B")
-        want, done, lp = len(view), 0, len(self._prefix)
-        if self._pos < lp and want:
-            k = min(want, lp - self._pos)
-            view[:k] = self._prefix[self._pos:self._pos + k]
-            self._pos += k
-            done = k
-        if done < want and self._pos < self._size:
-            fpos = self._start + self._pos - lp
-            self._f.seek(fpos)
-            k = self._f.readinto(view[done:done + min(want - done, self._end - fpos)]) or 0
-            self._pos += k
-            done += k
-        return done
-
-
 def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> Decoded | None:
     """Decode an MP3 with an exact length; ``None`` hands the file to the generic path (MP1/MP2, free format)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -540,7 +509,7 @@ def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> 
             start_trim = end_trim = 0
 
         if tail is None:
-            return _mp3_full(path, f, mm, s, trusted, start_trim)
+            return _mp3_full(path, mm, s, trusted, start_trim)
 
         last = _last_frames(mm, s, 1)
         if not last:
@@ -557,18 +526,20 @@ def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> 
         total = max(0, n_frames * spf - start_trim - end_trim)
         want = _tail_frames(total, tail, sr, grid)
         if want >= total:
-            return _mp3_full(path, f, mm, s, trusted, start_trim)
+            return _mp3_full(path, mm, s, trusted, start_trim)
         need = math.ceil((want + end_trim + _GAPLESS_DELAY) / spf) + _WARMUP_FRAMES
         offsets = _last_frames(mm, s, need)
         if len(offsets) < need:
-            return _mp3_full(path, f, mm, s, trusted, start_trim)
+            return _mp3_full(path, mm, s, trusted, start_trim)
         end = offsets[-1] + s.table[(mm[offsets[-1] + 1] << 8) | mm[offsets[-1] + 2]]
         chunk = _xing_frame(s, _generous(len(offsets))) + mm[offsets[0]:end]
         data = _sf_read_mp3(path, io.BytesIO(chunk), _generous(len(offsets)) * spf)
         if end_trim:
             data = data[:len(data) - end_trim]
-        if len(data) < want:
-            raise AudioError(f"{path}: MP3 tail decoded short ({len(data)} of {want} frames; corrupt file?)")
+        if len(data) < want:  # the decoder dropped damaged frames: decode it all and cut the end
+            full = _mp3_full(path, mm, s, trusted, start_trim)
+            want = min(want, len(full.data))
+            return Decoded(full.data[len(full.data) - want:], sr, len(full.data) - want, len(full.data))
         return Decoded(np.ascontiguousarray(data[-want:]), sr, total - want, total)
 
 
@@ -586,7 +557,7 @@ def _last_frames(mm, s: _Mp3Stream, count: int) -> list[int]:
         window *= 2
 
 
-def _mp3_full(path: str, f, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -> Decoded:
+def _mp3_full(path: str, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -> Decoded:
     """Whole-file MP3 decode with no truncation."""
     sr = s.info.sample_rate
     if trusted:
@@ -602,13 +573,14 @@ def _mp3_full(path: str, f, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -
     # Xing frame.  Knowing a count, mpg123 drops its 529-sample decoder delay.  Shift the result onto the
     # timeline a plain decode of this file has: every sample of every frame without a Xing header (as
     # ffmpeg does too), minus the encoder delay when the file's own (untrusted) Xing/LAME header gives one.
+    # The stream is copied into memory: far smaller than its decoded samples, and libsndfile reads it
+    # through Python callbacks (one per frame), which a BytesIO answers fastest.
     n = _generous(len(offsets))
-    data = _sf_read_mp3(path, _Spliced(_xing_frame(s, n), f, offsets[0], end), n * s.info.samples)
     shift = start_trim - _GAPLESS_DELAY
+    stream = io.BytesIO(_xing_frame(s, n) + mm[offsets[0]:end])
+    data = _sf_read_mp3(path, stream, n * s.info.samples, pad=max(0, -shift))
     if shift > 0:
         data = data[shift:]
-    elif shift < 0:
-        data = np.concatenate([np.zeros((-shift, data.shape[1]), np.float32), data])
     return Decoded(data, sr, 0, len(data))
 
 
@@ -649,10 +621,9 @@ def _tail_frames(total: int, tail: float, rate: int, grid: int | None) -> int:
     """Frames to return for a tail: ``tail`` seconds, starting on the resampling grid, capped at ``total``."""
     want = min(total, math.ceil(tail * rate))
     if grid and grid != rate:
+        # start on a native frame that is a whole sample at the target rate (step <= rate: at most 1 s more)
         step = rate // math.gcd(rate, int(grid))
-        if step <= rate:  # start on a native frame that is a whole sample at the target rate
-            start = (total - want) // step * step
-            want = total - start
+        want = total - (total - want) // step * step
     return want
 
 
@@ -686,8 +657,10 @@ def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     return data, total
 
 
-def _sf_read_mp3(path: str, source, limit: int) -> np.ndarray:
+def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
     """Decode an MPEG stream (path or file-like) through libsndfile in a single read of at most ``limit`` frames.
+
+    ``pad`` rows of zeros come first (read straight into one buffer: no copy of a long decode).
 
     One read, not blocks: ``SoundFile.read`` seeks back to its own position after every call, and a seek in
     a VBR MP3 makes mpg123 resume with an empty bit reservoir -- blockwise reads come back with runs of zeros.
@@ -699,12 +672,14 @@ def _sf_read_mp3(path: str, source, limit: int) -> np.ndarray:
     try:
         with sf.SoundFile(source) as f:
             n = min(f.frames, limit) if 0 < f.frames < (1 << 62) else limit
-            data = f.read(n, dtype="float32", always_2d=True)
+            out = np.empty((pad + n, f.channels), np.float32)
+            out[:pad] = 0
+            got = len(f.read(out=out[pad:]))
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
         raise AudioError(f"{path}: cannot decode MPEG audio ({_sf_error(e)})") from None
     except MemoryError:
         raise AudioError(f"{path}: not enough memory to decode {limit} frames") from None
-    return data
+    return out[:pad + got]
 
 
 def _decode_sndfile(path: str, tail: float | None, grid: int | None) -> Decoded:
@@ -770,6 +745,9 @@ def ffmpeg_available() -> bool:
 
 def _short(stderr: str, limit: int = 300) -> str:
     """The informative end of an ffmpeg error log, on one line."""
+    import re
+
+    stderr = re.sub(r"\[[\w.:-]+ @ 0x[0-9a-f]+\] ", "", stderr)  # "[mp3 @ 0x55d0...] " adds nothing
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     text = "; ".join(dict.fromkeys(lines[-3:]))
     return text if len(text) <= limit else "..." + text[-limit:]
@@ -777,8 +755,11 @@ def _short(stderr: str, limit: int = 300) -> str:
 
 
 
-def _ffprobe(path: str, ffprobe: str) -> tuple[int, int, float | None]:
-    """Sample rate, channels and duration (if known) of the first audio stream."""
+def _ffprobe(path: str, ffprobe: str, reason: str) -> tuple[int, int, float | None]:
+    """Sample rate, channels and duration (if known) of the first audio stream.
+
+    ``reason`` (why libsndfile could not read the file) goes into the error when ffprobe cannot either.
+    """
     import json
 
     url = "file:" + os.path.abspath(path)  # 'file:' stops a name with ':' or a leading '-' being read otherwise
@@ -796,7 +777,8 @@ def _ffprobe(path: str, ffprobe: str) -> tuple[int, int, float | None]:
     except ValueError:
         meta = {}
     if r.returncode != 0 or "format" not in meta:
-        raise AudioError(f"{path}: cannot decode audio (ffprobe: {_short(r.stderr) or 'unknown error'})")
+        raise AudioError(f"{path}: cannot decode audio (libsndfile: {reason}; "
+                         f"ffprobe: {_short(r.stderr, 200) or 'unknown error'})")
     streams = meta.get("streams") or []
     if not streams:
         fmt = meta["format"].get("format_name", "unknown")
@@ -873,7 +855,7 @@ def _decode_ffmpeg(path: str, tail: float | None, grid: int | None, *, reason: s
     if not (ffmpeg and ffprobe):
         raise AudioError(f"{path}: cannot decode audio ({reason}); ffmpeg, needed for M4A/AAC and other "
                          "formats libsndfile cannot read, is not installed")
-    rate, channels, duration = _ffprobe(path, ffprobe)
+    rate, channels, duration = _ffprobe(path, ffprobe, reason)
     if tail is None:
         data, total = _ffmpeg_pcm(path, ffmpeg, rate, channels, None, None)
         return Decoded(data, rate, 0, total)
@@ -881,11 +863,11 @@ def _decode_ffmpeg(path: str, tail: float | None, grid: int | None, *, reason: s
     if duration and duration > tail + 2 * _FFMPEG_TAIL_MARGIN_S:
         sseof = tail + _FFMPEG_TAIL_MARGIN_S
         data, got = _ffmpeg_pcm(path, ffmpeg, rate, channels, sseof, keep)
-        if got >= math.ceil(tail * rate):
-            # ffmpeg seeks (sample-accurately) to the container's duration minus sseof and decodes to the
-            # real end, which may differ from that duration (e.g. AAC end padding): count from the seek point
-            total = round((duration - sseof) * rate) + got
-            want = _tail_frames(total, tail, rate, grid)
+        # ffmpeg seeks (sample-accurately) to the container's duration minus sseof and decodes to the real
+        # end, which may differ from that duration (e.g. AAC end padding): count from the seek point
+        total = round((duration - sseof) * rate) + got
+        want = _tail_frames(total, tail, rate, grid)
+        if len(data) >= want:
             return Decoded(data[len(data) - want:], rate, total - want, total)
     # no duration, a short file, or a seek that landed late: decode all, keeping only the window
     data, total = _ffmpeg_pcm(path, ffmpeg, rate, channels, None, keep)
