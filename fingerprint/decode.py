@@ -627,6 +627,27 @@ def _tail_frames(total: int, tail: float, rate: int, grid: int | None) -> int:
     return want
 
 
+def _read_block(f, n: int) -> np.ndarray:
+    """Read up to ``n`` frames from an open SoundFile without seeking.
+
+    ``SoundFile.read`` seeks to its own position after every call.  That seek fails at the end of a stream
+    of unknown length (a FLAC written to a pipe: the last block's samples are lost with the error) and, in a
+    VBR MP3, makes mpg123 restart with an empty bit reservoir.  So call libsndfile's ``sf_readf_float``
+    directly when soundfile exposes it (it has since 0.9), else fall back to the public method.
+    """
+    import soundfile as sf
+
+    snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    if snd is None or ffi is None or not hasattr(snd, "sf_readf_float") or getattr(f, "_file", None) is None:
+        return f.read(n, dtype="float32", always_2d=True)
+    out = np.empty((n, f.channels), np.float32)
+    got = snd.sf_readf_float(f._file, ffi.cast("float *", out.ctypes.data), n)
+    code = snd.sf_error(f._file)  # a decode error comes with a short read and is cleared by the next one
+    if code:
+        raise sf.LibsndfileError(code, "")
+    return out[:max(0, got)]
+
+
 def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     """Read an open SoundFile to its end in blocks; keep only the last ``keep`` frames when given.
 
@@ -638,7 +659,7 @@ def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     held = total = 0
     while True:
         try:
-            b = f.read(_READ_BLOCK, dtype="float32", always_2d=True)
+            b = _read_block(f, _READ_BLOCK)
         except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as e:
             raise _MidStreamError(_sf_error(e), total) from None
         if len(b) == 0:
