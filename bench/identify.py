@@ -361,30 +361,35 @@ def misses_text(records: Sequence[dict[str, Any]], limit: int, base: str) -> str
 
 
 def library_state() -> dict[str, str | None]:
-    """Git description of the checkout ``audioid`` runs from and a digest of its Python sources.
+    """Git description of the checkout ``audioid`` is imported from and a digest of its Python sources.
 
     Taken at start and end of a run: if the digest differs, the library changed while the benchmark ran (the
-    CLI subprocesses then run other code than the in-process build and queries).
+    CLI subprocesses then run other code than the in-process build and queries).  Works for the editable
+    install (``index/`` is ``audioid.index``) and for a plain copy of the package alike.
     """
     import hashlib
+    import importlib
 
-    import audioid
-
-    pkg = os.path.dirname(os.path.abspath(audioid.__file__))
-    root = os.path.dirname(pkg)
     digest = hashlib.sha256()
-    for sub in ("audioid", "fingerprint", "index", "cli", "api"):
-        folder = os.path.join(root, sub)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    digest.update(name.encode() + b"\0" + f.read())
+    folders = []
+    for name in ("audioid", "audioid.fingerprint", "audioid.index", "audioid.cli", "audioid.api"):
+        try:
+            folders.append(os.path.dirname(os.path.abspath(importlib.import_module(name).__file__)))
+        except (ImportError, TypeError):
+            continue
+    for folder in folders:
+        for fname in sorted(os.listdir(folder)):
+            if fname.endswith(".py"):
+                with open(os.path.join(folder, fname), "rb") as f:
+                    digest.update(f"{os.path.basename(folder)}/{fname}".encode() + b"\0" + f.read())
     try:
-        out = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", folders[-1] if folders else ".", "describe", "--always", "--dirty"],
+                             capture_output=True, text=True)
         git = out.stdout.strip() or None
     except OSError:
         git = None
-    return {"git": git, "sources_sha256": digest.hexdigest()[:16]}
+    return {"git": git, "sources_sha256": digest.hexdigest()[:16],
+            "imported_from": folders[0] if folders else None}
 
 
 def _peak_rss_mb() -> dict[str, float]:
