@@ -20,8 +20,10 @@ class LandmarkConfig:
         STFT window and hop in samples (256 ms / 32 ms at 8 kHz): 3.9 Hz bins make tonal peaks stand
         out of broadband noise; 32 ms steps keep hash time deltas short.
     fmin_hz, fmax_hz : float
-        Band where peaks are picked.  Inside the 300-3400 Hz telephone band, so band-limited queries keep
-        every reference peak; bass below it is what pink noise and speech mask first anyway.
+        Band where peaks are picked.  The top stays inside the telephone band (3.4 kHz), where MP3 encoders
+        and band limits leave music intact; the bottom reaches down to 100 Hz because broadband (pink) noise
+        masks music least there.  Telephone-band queries lose the peaks below 300 Hz and still match on the
+        rest.
     peak_freq_bins, peak_time_frames : int
         Size of the neighbourhood a reference peak must be the maximum of.
     query_peak_freq_bins, query_peak_time_frames : int
@@ -41,13 +43,16 @@ class LandmarkConfig:
         Target zone half-height in frequency bins.
     freq_quant : int
         Frequency bins per hash unit: coarser units absorb small pitch and speed changes.
+    persist_frames : int
+        Peaks are ranked by the prominence they keep over this many frames, so sustained partials (music)
+        outrank momentary maxima of noise.
     """
 
     version: int = 1
     sample_rate: int = 8000
     n_fft: int = 2048
     hop_length: int = 256
-    fmin_hz: float = 300.0
+    fmin_hz: float = 100.0
     fmax_hz: float = 3400.0
     peak_freq_bins: int = 31
     peak_time_frames: int = 9
@@ -55,7 +60,7 @@ class LandmarkConfig:
     query_peak_time_frames: int = 9
     whiten_freq_bins: int = 61
     whiten_time_frames: int = 31
-    ref_peaks_per_s: float = 18.0
+    ref_peaks_per_s: float = 22.0
     query_peaks_per_s: float = 45.0
     ref_fanout: int = 4
     query_fanout: int = 32
@@ -63,6 +68,7 @@ class LandmarkConfig:
     dt_max: int = 48
     df_max: int = 126
     freq_quant: int = 2
+    persist_frames: int = 3
 
     @property
     def frame_seconds(self) -> float:

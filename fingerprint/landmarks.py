@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import maximum_filter, minimum_filter, uniform_filter
 
 from .config import LandmarkConfig
 
@@ -76,6 +76,10 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     t, f = np.nonzero(is_peak)
     if len(t) == 0:
         return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
+    if cfg.persist_frames > 1:
+        # Rank by the prominence a peak keeps over several frames: sustained partials (music) stay,
+        # momentary maxima of noise do not.
+        prominence = minimum_filter(prominence, size=(cfg.persist_frames, 1), mode="nearest")
     strength = prominence[t, f]
     # Parabolic interpolation of the peak's frequency from its two neighbours.
     a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]

@@ -116,39 +116,67 @@ def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] 
     return None if best is None else (best[1], best[2])
 
 
+def _at_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speed: float, frames: int,
+              hypotheses: int, max_postings: int, overdispersion: float) -> Candidate | None:
+    """The most significant offset pile for one speed hypothesis."""
+    hashes, times = pair_hashes(peaks, cfg, cfg.query_fanout, speed)
+    if len(hashes) == 0:
+        return None
+    found = _hits(segments, hashes, times, max_postings)
+    if found is None:
+        return None
+    values, qtimes, hit_hashes = found
+    diff = values - qtimes
+    best: Candidate | None = None
+    for off in _top_offsets(diff, 5):
+        sel = np.abs(diff - off) <= 1
+        votes = len(np.unique(hit_hashes[sel]))
+        where = _locate(segments, values[sel])
+        if where is None:
+            continue
+        s, row = where
+        track = segments[s].tracks[row]
+        qsel = qtimes[sel]
+        cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
+                         false_alarms=false_alarms(votes, len(values), frames, hypotheses, overdispersion),
+                         offset_frames=int(off - track[0]), speed=speed,
+                         first_frame=int(qsel.min()), last_frame=int(qsel.max()))
+        if best is None or cand.false_alarms < best.false_alarms:
+            best = cand
+    return best
+
+
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
-    Each speed hypothesis is hashed and looked up in turn (nearest to 1 first); the search stops early once a
-    pile's false-alarm expectation drops below ``stop_false_alarms``.  ``frames`` is the size of the index's
-    frame space (its MANIFEST's ``next_frame``).
+    Each speed hypothesis is hashed and looked up in turn (nearest to 1 first).  Once a pile's false-alarm
+    expectation drops below ``stop_false_alarms`` the search stops, after climbing to the neighbouring speeds
+    that improve it, so the reported speed is the best one, not the first significant one.  ``frames`` is the
+    size of the index's frame space (its MANIFEST's ``next_frame``).
     """
+    def at(speed: float) -> Candidate | None:
+        return _at_speed(peaks, segments, cfg, speed, frames, len(speeds), max_postings, overdispersion)
+
+    tried: dict[float, Candidate | None] = {}
     best: Candidate | None = None
     for speed in speeds:
-        hashes, times = pair_hashes(peaks, cfg, cfg.query_fanout, speed)
-        if len(hashes) == 0:
-            continue
-        found = _hits(segments, hashes, times, max_postings)
-        if found is None:
-            continue
-        values, qtimes, hit_hashes = found
-        diff = values - qtimes
-        for off in _top_offsets(diff, 5):
-            sel = np.abs(diff - off) <= 1
-            votes = len(np.unique(hit_hashes[sel]))
-            where = _locate(segments, values[sel])
-            if where is None:
-                continue
-            s, row = where
-            track = segments[s].tracks[row]
-            qsel = qtimes[sel]
-            cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
-                             false_alarms=false_alarms(votes, len(values), frames, len(speeds), overdispersion),
-                             offset_frames=int(off - track[0]), speed=speed,
-                             first_frame=int(qsel.min()), last_frame=int(qsel.max()))
-            if best is None or cand.false_alarms < best.false_alarms:
-                best = cand
+        tried[speed] = cand = at(speed)
+        if cand is not None and (best is None or cand.false_alarms < best.false_alarms):
+            best = cand
         if best is not None and best.false_alarms < stop_false_alarms:
             break
+    if best is None or best.false_alarms >= stop_false_alarms:
+        return best
+    grid = sorted(speeds)
+    for step in (1, -1):
+        i = grid.index(best.speed) + step
+        while 0 <= i < len(grid):
+            if grid[i] not in tried:
+                tried[grid[i]] = at(grid[i])
+            cand = tried[grid[i]]
+            if cand is None or cand.false_alarms >= best.false_alarms:
+                break
+            best = cand
+            i += step
     return best
