@@ -19,9 +19,6 @@ from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import Peaks, pair_hashes
 from .postings import Segment
 
-# Query frames are packed below reference frames in one int64 key; windows are far shorter than this.
-_QBITS = 20
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -74,17 +71,16 @@ def false_alarms(votes: int, hits: int, frames: int, hypotheses: int, overdisper
 
 
 def _hits(segments: Sequence[Segment], hashes: np.ndarray, times: np.ndarray, max_postings: int):
-    """Distinct (global reference frame, query frame, hash) hits of ``hashes`` in every segment."""
-    keys, hs = [], []
+    """(global reference frame, query frame) of every hit of ``hashes`` in every segment."""
+    values, qtimes = [], []
     for seg in segments:
         qidx, vals = seg.lookup(hashes, max_postings)
         if len(qidx):
-            keys.append((vals.astype(np.int64) << _QBITS) | times[qidx].astype(np.int64))
-            hs.append(hashes[qidx])
-    if not keys:
+            values.append(vals.astype(np.int64))
+            qtimes.append(times[qidx].astype(np.int64))
+    if not values:
         return None
-    key, first = np.unique(np.concatenate(keys), return_index=True)
-    return key >> _QBITS, key & ((1 << _QBITS) - 1), np.concatenate(hs)[first]
+    return np.concatenate(values), np.concatenate(qtimes)
 
 
 def _top_offsets(diff: np.ndarray, k: int) -> np.ndarray:
@@ -125,12 +121,14 @@ def _at_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, sp
     found = _hits(segments, hashes, times, max_postings)
     if found is None:
         return None
-    values, qtimes, hit_hashes = found
+    values, qtimes = found
     diff = values - qtimes
     best: Candidate | None = None
     for off in _top_offsets(diff, 5):
         sel = np.abs(diff - off) <= 1
-        votes = len(np.unique(hit_hashes[sel]))
+        # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
+        # one piece of evidence, not several.
+        votes = len(np.unique(qtimes[sel] * 3 + (diff[sel] - off + 1)))
         where = _locate(segments, values[sel])
         if where is None:
             continue
@@ -147,28 +145,35 @@ def _at_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, sp
 
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
-          max_postings: int, overdispersion: float, stop_false_alarms: float) -> Candidate | None:
+          max_postings: int, overdispersion: float, stop_false_alarms: float,
+          refine_false_alarms: float = 1.0) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
-    Each speed hypothesis is hashed and looked up in turn (nearest to 1 first).  Once a pile's false-alarm
-    expectation drops below ``stop_false_alarms`` the search stops, after climbing to the neighbouring speeds
-    that improve it, so the reported speed is the best one, not the first significant one.  ``frames`` is the
-    size of the index's frame space (its MANIFEST's ``next_frame``).
+    ``speeds`` is an evenly spaced grid, nearest to 1 first.  Every other speed of it is tried first (a coarse
+    pass, stopping early once a pile's false-alarm expectation drops below ``stop_false_alarms``); if the best
+    pile is at least plausible (below ``refine_false_alarms``) and not already decisive at normal speed, the
+    search climbs through the neighbouring grid speeds while they improve it.  So the reported speed is the best one, not merely the first significant
+    one, and queries with nothing to find (most of them in a broadcast archive) cost half the lookups.
+    ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``).
     """
     def at(speed: float) -> Candidate | None:
         return _at_speed(peaks, segments, cfg, speed, frames, len(speeds), max_postings, overdispersion)
 
+    grid = sorted(speeds)
+    one = min(range(len(grid)), key=lambda i: abs(grid[i] - 1.0))
+    coarse = [s for s in speeds if (grid.index(s) - one) % 2 == 0]
     tried: dict[float, Candidate | None] = {}
     best: Candidate | None = None
-    for speed in speeds:
+    for speed in coarse:
         tried[speed] = cand = at(speed)
         if cand is not None and (best is None or cand.false_alarms < best.false_alarms):
             best = cand
         if best is not None and best.false_alarms < stop_false_alarms:
             break
-    if best is None or best.false_alarms >= stop_false_alarms:
+    if best is None or best.false_alarms >= refine_false_alarms:
         return best
-    grid = sorted(speeds)
+    if best.speed == 1.0 and best.false_alarms < stop_false_alarms:
+        return best  # decisive at normal speed: the usual case, worth no further lookups
     for step in (1, -1):
         i = grid.index(best.speed) + step
         while 0 <= i < len(grid):
