@@ -70,17 +70,31 @@ def false_alarms(votes: int, hits: int, frames: int, hypotheses: int, overdisper
     return bins * hypotheses * _poisson_sf(votes, lam)
 
 
-def _hits(segments: Sequence[Segment], hashes: np.ndarray, times: np.ndarray, max_postings: int):
-    """(global reference frame, query frame) of every hit of ``hashes`` in every segment."""
-    values, qtimes = [], []
+def _hits_by_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speeds: Sequence[float],
+                   max_postings: int) -> dict[float, tuple[np.ndarray, np.ndarray] | None]:
+    """(global reference frame, query frame) of every hit, for each speed hypothesis.
+
+    The hashes of all the speeds are looked up together (the binary searches are the costly part, and
+    neighbouring speeds share many hashes), then the hits are handed back per speed.
+    """
+    per_speed = [pair_hashes(peaks, cfg, cfg.query_fanout, speed) for speed in speeds]
+    out: dict[float, tuple[np.ndarray, np.ndarray] | None] = {speed: None for speed in speeds}
+    if not any(len(h) for h, _ in per_speed):
+        return out
+    uniq, inverse = np.unique(np.concatenate([h for h, _ in per_speed]), return_inverse=True)
+    bounds = np.cumsum([0] + [len(h) for h, _ in per_speed])
+    parts: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {speed: [] for speed in speeds}
     for seg in segments:
-        qidx, vals = seg.lookup(hashes, max_postings)
-        if len(qidx):
-            values.append(vals.astype(np.int64))
-            qtimes.append(times[qidx].astype(np.int64))
-    if not values:
-        return None
-    return np.concatenate(values), np.concatenate(qtimes)
+        lo, hi = seg.ranges(uniq)
+        for speed, (_, times), a, b in zip(speeds, per_speed, bounds[:-1], bounds[1:]):
+            idx = inverse[a:b]
+            qidx, vals = seg.gather(lo[idx], hi[idx], max_postings)
+            if len(qidx):
+                parts[speed].append((vals.astype(np.int64), times[qidx].astype(np.int64)))
+    for speed, found in parts.items():
+        if found:
+            out[speed] = (np.concatenate([v for v, _ in found]), np.concatenate([t for _, t in found]))
+    return out
 
 
 def _top_offsets(diff: np.ndarray, k: int) -> np.ndarray:
@@ -112,16 +126,12 @@ def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] 
     return None if best is None else (best[1], best[2])
 
 
-def _at_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speed: float, frames: int,
-              hypotheses: int, max_postings: int, overdispersion: float) -> Candidate | None:
-    """The most significant offset pile for one speed hypothesis."""
-    hashes, times = pair_hashes(peaks, cfg, cfg.query_fanout, speed)
-    if len(hashes) == 0:
+def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Segment], speed: float, frames: int,
+               hypotheses: int, overdispersion: float) -> Candidate | None:
+    """The most significant offset pile among one speed hypothesis' hits."""
+    if hits is None:
         return None
-    found = _hits(segments, hashes, times, max_postings)
-    if found is None:
-        return None
-    values, qtimes = found
+    values, qtimes = hits
     diff = values - qtimes
     best: Candidate | None = None
     for off in _top_offsets(diff, 5):
@@ -149,36 +159,41 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
           refine_false_alarms: float = 1.0) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
-    ``speeds`` is an evenly spaced grid, nearest to 1 first.  Every other speed of it is tried first (a coarse
-    pass, stopping early once a pile's false-alarm expectation drops below ``stop_false_alarms``); if the best
-    pile is at least plausible (below ``refine_false_alarms``) and not already decisive at normal speed, the
-    search climbs through the neighbouring grid speeds while they improve it.  So the reported speed is the best one, not merely the first significant
-    one, and queries with nothing to find (most of them in a broadcast archive) cost half the lookups.
+    ``speeds`` is an evenly spaced grid.  Normal speed is tried first and ends the search when its best pile's
+    false-alarm expectation is below ``stop_false_alarms`` (the usual case).  Otherwise every other speed of
+    the grid is looked up in one batch; if the best pile is then at least plausible (below
+    ``refine_false_alarms``) the search climbs through the neighbouring grid speeds while they improve it, so the
+    reported speed is the best one and queries with nothing to find cost about half the grid.
     ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``).
     """
-    def at(speed: float) -> Candidate | None:
-        return _at_speed(peaks, segments, cfg, speed, frames, len(speeds), max_postings, overdispersion)
+    tried: dict[float, Candidate | None] = {}
+
+    def try_speeds(batch: Sequence[float]) -> None:
+        hits = _hits_by_speed(peaks, segments, cfg, batch, max_postings)
+        for speed in batch:
+            tried[speed] = _best_pile(hits[speed], segments, speed, frames, len(speeds), overdispersion)
+
+    def best_so_far() -> Candidate | None:
+        found = [c for c in tried.values() if c is not None]
+        return min(found, key=lambda c: c.false_alarms) if found else None
 
     grid = sorted(speeds)
     one = min(range(len(grid)), key=lambda i: abs(grid[i] - 1.0))
     coarse = [s for s in speeds if (grid.index(s) - one) % 2 == 0]
-    tried: dict[float, Candidate | None] = {}
-    best: Candidate | None = None
-    for speed in coarse:
-        tried[speed] = cand = at(speed)
-        if cand is not None and (best is None or cand.false_alarms < best.false_alarms):
-            best = cand
-        if best is not None and best.false_alarms < stop_false_alarms:
-            break
+    # Normal speed alone first: most matches are decided there with one lookup.
+    try_speeds(coarse[:1])
+    best = best_so_far()
+    if best is not None and best.false_alarms < stop_false_alarms:
+        return best
+    try_speeds(coarse[1:])
+    best = best_so_far()
     if best is None or best.false_alarms >= refine_false_alarms:
         return best
-    if best.speed == 1.0 and best.false_alarms < stop_false_alarms:
-        return best  # decisive at normal speed: the usual case, worth no further lookups
     for step in (1, -1):
         i = grid.index(best.speed) + step
         while 0 <= i < len(grid):
             if grid[i] not in tried:
-                tried[grid[i]] = at(grid[i])
+                try_speeds([grid[i]])
             cand = tried[grid[i]]
             if cand is None or cand.false_alarms >= best.false_alarms:
                 break

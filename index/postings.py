@@ -70,53 +70,58 @@ class Segment:
     def __len__(self) -> int:
         return len(self.low)
 
-    def _ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[lo, hi) of each hash's postings: bucket from the high bits, then binary search on the low 16."""
+    def ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[lo, hi)`` of each hash's postings: bucket from the high bits, binary search on the low 16.
+
+        Queries are sorted first, so each bucket is one contiguous slice of them and one ``searchsorted``.
+        """
         hashes = np.asarray(hashes, dtype=np.uint32)
-        high = (hashes >> _LOW_BITS).astype(np.int64)
-        low = (hashes & 0xFFFF).astype(np.uint16)
+        order = np.argsort(hashes, kind="stable")
+        sorted_hashes = hashes[order]
+        high = sorted_hashes >> _LOW_BITS
+        low = (sorted_hashes & 0xFFFF).astype(np.uint16)
         lo = np.zeros(len(hashes), np.int64)
         hi = np.zeros(len(hashes), np.int64)
-        inside = high < len(self.buckets) - 1
-        for b in np.unique(high[inside]):
-            sel = np.nonzero(high == b)[0]
+        buckets, first = np.unique(high, return_index=True)
+        last = np.append(first[1:], len(hashes))
+        n_buckets = len(self.buckets) - 1
+        for b, qs, qe in zip(buckets.tolist(), first.tolist(), last.tolist()):
+            if b >= n_buckets:
+                continue
             start, end = int(self.buckets[b]), int(self.buckets[b + 1])
             if start == end:
                 continue
             run = self.low[start:end]
-            lo[sel] = start + np.searchsorted(run, low[sel], side="left")
-            hi[sel] = start + np.searchsorted(run, low[sel], side="right")
-        return lo, hi
+            lo[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="left")
+            hi[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="right")
+        out_lo, out_hi = np.empty_like(lo), np.empty_like(hi)
+        out_lo[order], out_hi[order] = lo, hi
+        return out_lo, out_hi
 
     def counts(self, hashes: np.ndarray) -> np.ndarray:
         """Number of postings of each hash."""
-        lo, hi = self._ranges(hashes)
+        lo, hi = self.ranges(hashes)
         return hi - lo
 
-    def lookup(self, hashes: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
-        """Find every posting of ``hashes``.
+    def gather(self, lo: np.ndarray, hi: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
+        """The postings in ranges from :meth:`ranges`, as (index of the range, global frame) per hit.
 
-        Hashes with more than ``max_postings`` postings (sustained tones, silence) are skipped: they vote
+        Ranges longer than ``max_postings`` (sustained tones, silence) are skipped: such hashes vote
         everywhere and identify nothing.
-
-        Returns
-        -------
-        query_index : np.ndarray of int64
-            Index into ``hashes`` of each hit.
-        values : np.ndarray of uint32
-            Global frame of each hit.
         """
-        lo, hi = self._ranges(hashes)
         counts = hi - lo
-        counts[counts > max_postings] = 0
+        counts = np.where(counts > max_postings, 0, counts)
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.uint32)
-        qidx = np.repeat(np.arange(len(hashes)), counts)
+        qidx = np.repeat(np.arange(len(lo)), counts)
         # Position of each hit inside its run, added to the run's start.
         run_start = np.repeat(lo - np.cumsum(counts) + counts, counts)
-        pos = run_start + np.arange(total)
-        return qidx, np.asarray(self.values[pos])
+        return qidx, np.asarray(self.values[run_start + np.arange(total)])
+
+    def lookup(self, hashes: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every posting of ``hashes`` as (index into ``hashes``, global frame) per hit; see :meth:`gather`."""
+        return self.gather(*self.ranges(hashes), max_postings)
 
     def track_at(self, frames: np.ndarray) -> np.ndarray:
         """Row index into ``tracks`` of the track owning each global frame (-1 where none)."""
