@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import maximum_filter, minimum_filter, uniform_filter
+from scipy.ndimage import maximum_filter, uniform_filter
 
 from .config import LandmarkConfig
 
@@ -60,8 +60,9 @@ def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
 def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
     """Pick up to ``peaks_per_s`` constellation peaks per second of ``y``, spread evenly over time.
 
-    A peak is a local maximum of the log spectrogram over a ``(frames, bins)`` ``neighbourhood`` inside ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean
-    (whitening), and the best ones of each one-second block are kept.
+    A peak is a local maximum of the log spectrogram over a ``(frames, bins)`` ``neighbourhood`` inside
+    ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean (whitening), and the best
+    ones of each one-second block are kept.
     """
     spec = log_spectrogram(y, cfg)
     bin_hz = cfg.sample_rate / cfg.n_fft
@@ -76,11 +77,13 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     t, f = np.nonzero(is_peak)
     if len(t) == 0:
         return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
-    if cfg.persist_frames > 1:
-        # Rank by the prominence a peak keeps over several frames: sustained partials (music) stay,
-        # momentary maxima of noise do not.
-        prominence = minimum_filter(prominence, size=(cfg.persist_frames, 1), mode="nearest")
+    # Rank by the prominence a peak keeps over persist_frames frames around it: sustained partials (music)
+    # stay, momentary maxima of noise do not.  Evaluated at the peaks only, not over the whole spectrogram.
+    half = cfg.persist_frames // 2
     strength = prominence[t, f]
+    for k in range(-half, cfg.persist_frames - half):
+        if k:
+            strength = np.minimum(strength, prominence[np.clip(t + k, 0, len(band) - 1), f])
     # Parabolic interpolation of the peak's frequency from its two neighbours.
     a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]
     denom = a - 2 * b + c
