@@ -112,6 +112,17 @@ def _top_offsets(diff: np.ndarray, k: int) -> np.ndarray:
     return np.array(chosen, np.int64)
 
 
+def _matched_span(qtimes: np.ndarray, max_gap: int = 64) -> tuple[int, int]:
+    """First and last query frame of the densest run of matching anchors (gaps <= ``max_gap`` frames), so a
+    stray chance hit far from the music does not stretch the reported range."""
+    t = np.sort(qtimes)
+    breaks = np.nonzero(np.diff(t) > max_gap)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(t) - 1]])
+    k = int(np.argmax(ends - starts))
+    return int(t[starts[k]]), int(t[ends[k]])
+
+
 def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] | None:
     """(segment index, track row) owning most of ``frames``."""
     best = None
@@ -144,11 +155,11 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
             continue
         s, row = where
         track = segments[s].tracks[row]
-        qsel = qtimes[sel]
+        first, last = _matched_span(qtimes[sel])
         cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
                          false_alarms=false_alarms(votes, len(values), frames, hypotheses, overdispersion),
                          offset_frames=int(off - track[0]), speed=speed,
-                         first_frame=int(qsel.min()), last_frame=int(qsel.max()))
+                         first_frame=first, last_frame=last)
         if best is None or cand.false_alarms < best.false_alarms:
             best = cand
     return best
