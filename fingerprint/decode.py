@@ -586,8 +586,13 @@ def _mp3_full(path: str, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -> D
 
 def _max_frames(s: _Mp3Stream) -> int:
     """Most frames the file's bytes can hold (all at the lowest bitrate): a bound no header can talk past."""
-    smallest = min(t for t in s.table if t)
-    return (s.audio_end - s.first) // smallest + 1
+    return (s.audio_end - s.first) // _shortest_frame(s.header[1] & 0xFE, s.header[2] & 0x0C) + 1
+
+
+@lru_cache(maxsize=32)
+def _shortest_frame(b1: int, b2: int) -> int:
+    """Shortest frame length of a stream whose headers start like ``b1, b2`` (see :func:`_length_table`)."""
+    return min(t for t in _length_table_for(b1, b2) if t)
 
 
 def _generous(n_frames: int) -> int:

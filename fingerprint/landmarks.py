@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import uniform_filter
 
 from .config import LandmarkConfig
 
@@ -42,6 +42,26 @@ class Peaks:
         return len(self.time)
 
 
+def running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Centred running maximum over ``size`` (odd) elements along ``axis``, edges repeated.
+
+    Equal to ``scipy.ndimage.maximum_filter1d(a, size, axis, mode="nearest")``, but built from O(log size)
+    whole-array ``np.maximum`` calls (a sparse table), which is several times faster on spectrograms.
+    """
+    if size % 2 != 1:
+        raise ValueError(f"size must be odd, got {size}")
+    half = size // 2
+    m = np.moveaxis(a, axis, 0)
+    n = m.shape[0]
+    m = np.concatenate([np.repeat(m[:1], half, axis=0), m, np.repeat(m[-1:], half, axis=0)])
+    span = 1
+    while span * 2 <= size:
+        m = np.maximum(m[:-span], m[span:])  # now: max over windows of 2 * span
+        span *= 2
+    out = np.maximum(m[:n], m[size - span: size - span + n])
+    return np.moveaxis(out, 0, axis)
+
+
 def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
     """Magnitude spectrogram in dB full scale, shape ``(frames, bins)``, Hann window, no centering."""
     y = np.asarray(y, dtype=np.float32)
@@ -69,7 +89,7 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
     hi = min(spec.shape[1] - 2, int(np.floor(cfg.fmax_hz / bin_hz)))
     band = spec[:, lo - 1: hi + 2]  # one guard bin each side for interpolation
-    local_max = maximum_filter(band, size=neighbourhood, mode="nearest")
+    local_max = running_max(running_max(band, neighbourhood[0], 0), neighbourhood[1], 1)
     local_mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
     prominence = band - local_mean
     is_peak = (band == local_max) & (prominence > 0) & (band > _FLOOR_DB)

@@ -1,0 +1,577 @@
+"""Content embeddings: one fixed-length vector per analysis window, for kNN classification (music / dialogue /
+both) and "sounds like" neighbours in a FAISS index.
+
+Pure functions of a mono float32 signal at ``cfg.sample_rate``.  One STFT (64 ms Hann window, 20 ms hop) feeds
+every spectral block; each block summarises frame-level descriptors over the window with statistics (mean, std,
+...), so the vector does not depend on where in the window an event falls.  The window is judged by its shape,
+not its level: level-dependent statistics are taken relative to the window's mean log energy, and the rest are
+ratios, so a quiet outro embeds like a loud one.
+
+Blocks (see :func:`feature_names` for every dimension):
+
+``logmel``
+    Mean and std over time of the log-mel spectrum (relative to the window's mean level): the coarse spectral
+    envelope (timbre, bandwidth, bass weight) and how much each band fluctuates.  Speech fluctuates strongly
+    in the 300-3000 Hz bands (syllables), sustained music less so.
+``mfcc``
+    Mean and std of MFCCs 1..n-1 (decorrelated envelope shape; c0 is level and only its std is kept) and the
+    std of their deltas: how fast the envelope changes.  Formant transitions make speech deltas large.
+``contrast``
+    Spectral contrast (peak minus valley level) per octave band, mean and std: tonal music has deep valleys
+    between partials in every band; speech and noise are contrasted only in the formant region.
+``flatness``
+    Spectral flatness (geometric / arithmetic mean of power), mean and std: tonal (0) vs noise-like (1);
+    speech alternates between voiced (low) and fricative (high) frames, so its std is high.
+``rhythm``
+    Onset strength (positive spectral flux of the log-mel spectrum) mean, its coefficient of variation, and
+    pulse clarity: the highest normalised autocorrelation of the onset envelope at beat-like lags
+    (0.25-1.5 s).  A steady beat gives clear periodic onsets; speech onsets are irregular.
+``chroma``
+    Key-invariant pitch-class statistics: the window's mean chroma sorted from strongest to weakest (a few
+    dominant pitch classes = a key and chords), the mean entropy of frame chroma, and the frame-to-frame
+    chroma similarity (held notes and chords vs gliding speech pitch).
+``speech``
+    Descriptors chosen to separate speech from music: share of the envelope's modulation energy at the
+    syllable rate (3-6 Hz) in three band groups; low-energy frame ratio and near-silent frame ratio (pauses
+    between phrases); the std of frame energy (dynamics); zero-crossing rate mean and std (voiced/unvoiced alternation); spectral centroid mean
+    and std; and harmonic stability, the similarity of consecutive whitened spectra at 20 ms and 100 ms lags
+    (partials of held notes stay in place, those of speech glide with intonation).
+
+:func:`embed` gives the raw descriptor vector of one window; :func:`embed_windows` gives one vector per window along
+a reference track, computing the STFT once (a window's vector is exactly what :func:`embed` gives for its samples,
+because windows start on the frame grid).  A :class:`Standardizer` fitted on reference vectors and stored in the
+index standardises each dimension, weights each block equally and L2-normalises, so that inner product is
+cosine similarity.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+
+import numpy as np
+from scipy import fft as sfft
+
+# Power floor of the log spectra, relative to a full-scale sine (-100 dB): digital silence and dither
+# carry no information, and a fixed floor keeps the output finite.
+_POWER_FLOOR = 1e-10
+
+BLOCKS = ("logmel", "mfcc", "contrast", "flatness", "rhythm", "chroma", "speech")
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Parameters of the window embedding.
+
+    Attributes
+    ----------
+    version : int
+        Format version of the vectors; an index refuses queries embedded with another one.  Bump it whenever a
+        change alters the vector a given input produces.
+    sample_rate : int
+        Analysis rate in Hz.  16 kHz keeps the band that separates speech from music (fricatives, cymbals)
+        and stays cheap.
+    window_s, hop_s : float
+        Reference windows: length and step in seconds (10 s, the outro length, with 50 % overlap).
+    n_fft, hop_length : int
+        STFT window and hop in samples (64 ms / 20 ms at 16 kHz): 15.6 Hz bins resolve partials for chroma
+        and harmonic stability; 50 frames per second resolve syllable-rate (4 Hz) modulation.
+    n_mels : int
+        Mel bands of the log-mel spectrum.
+    fmin_hz, fmax_hz : float
+        Band of the mel filterbank.
+    n_mfcc : int
+        Cepstral coefficients kept (c0 included, as its std only).
+    delta_width : int
+        Frames each side of the regression that gives MFCC deltas.
+    contrast_fmin_hz, n_contrast_bands : float, int
+        Lowest edge and number of octave bands of the spectral contrast.
+    contrast_quantile : float
+        Share of a band's bins that makes its peak and its valley.
+    pulse_min_s, pulse_max_s : float
+        Lag range searched for a beat period (240 to 40 beats per minute).
+    stability_lags : tuple of int
+        Frame lags at which harmonic stability is measured.
+    block_weights : tuple of (str, float)
+        Relative weight of each block in the similarity, applied by :class:`Standardizer`; each block's
+        weight is spread over its dimensions, so large blocks (log-mel) do not drown small ones (speech).
+    """
+
+    version: int = 1
+    sample_rate: int = 16000
+    window_s: float = 10.0
+    hop_s: float = 5.0
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 40
+    fmin_hz: float = 40.0
+    fmax_hz: float = 8000.0
+    n_mfcc: int = 20
+    delta_width: int = 2
+    contrast_fmin_hz: float = 100.0
+    n_contrast_bands: int = 6
+    contrast_quantile: float = 0.2
+    pulse_min_s: float = 0.25
+    pulse_max_s: float = 1.5
+    stability_lags: tuple = (1, 5)
+    block_weights: tuple = (("logmel", 1.0), ("mfcc", 1.0), ("contrast", 1.0), ("flatness", 0.5),
+                            ("rhythm", 1.0), ("chroma", 1.0), ("speech", 2.0))
+
+    def __post_init__(self) -> None:
+        # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "stability_lags", tuple(int(v) for v in self.stability_lags))
+        object.__setattr__(self, "block_weights", tuple((str(k), float(w)) for k, w in self.block_weights))
+        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
+            raise ValueError("sample_rate, n_fft and hop_length must be positive")
+        if self.window_s <= 0 or self.hop_s <= 0:
+            raise ValueError("window_s and hop_s must be positive")
+        if round(self.hop_s * self.sample_rate) % self.hop_length:
+            # Windows must start on the frame grid for embed_windows to share one STFT.
+            raise ValueError(f"hop_s * sample_rate must be a multiple of hop_length ({self.hop_length})")
+        names = [k for k, _ in self.block_weights]
+        if sorted(names) != sorted(BLOCKS):
+            raise ValueError(f"block_weights must name each of {BLOCKS} once, got {names}")
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stability_lags"] = list(self.stability_lags)
+        d["block_weights"] = [list(kw) for kw in self.block_weights]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbeddingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown embedding config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+def _block_sizes(cfg: EmbeddingConfig) -> dict[str, int]:
+    return {
+        "logmel": 2 * cfg.n_mels,
+        "mfcc": (cfg.n_mfcc - 1) + cfg.n_mfcc + cfg.n_mfcc,
+        "contrast": 2 * (cfg.n_contrast_bands + 1),
+        "flatness": 2,
+        "rhythm": 3,
+        "chroma": 12 + 2,
+        "speech": 3 + 2 + 1 + 2 + 2 + 2 * len(cfg.stability_lags),
+    }
+
+
+def feature_names(cfg: EmbeddingConfig = EmbeddingConfig()) -> list[str]:
+    """Name of every dimension of :func:`embed`'s output, in order (``block.descriptor``)."""
+    m, c, b = cfg.n_mels, cfg.n_mfcc, cfg.n_contrast_bands + 1
+    names = [f"logmel.mean{i}" for i in range(m)] + [f"logmel.std{i}" for i in range(m)]
+    names += [f"mfcc.mean{i}" for i in range(1, c)] + [f"mfcc.std{i}" for i in range(c)]
+    names += [f"mfcc.delta_std{i}" for i in range(c)]
+    names += [f"contrast.mean{i}" for i in range(b)] + [f"contrast.std{i}" for i in range(b)]
+    names += ["flatness.mean", "flatness.std", "rhythm.onset_mean", "rhythm.onset_cv", "rhythm.pulse_clarity"]
+    names += [f"chroma.sorted{i}" for i in range(12)] + ["chroma.entropy", "chroma.stability"]
+    names += ["speech.mod4hz_low", "speech.mod4hz_mid", "speech.mod4hz_high", "speech.low_energy_ratio",
+              "speech.pause_ratio", "speech.energy_std", "speech.zcr_mean", "speech.zcr_std",
+              "speech.centroid_mean", "speech.centroid_std"]
+    for lag in cfg.stability_lags:
+        names += [f"speech.stability{lag}_mean", f"speech.stability{lag}_std"]
+    return names
+
+
+def embedding_dim(cfg: EmbeddingConfig = EmbeddingConfig()) -> int:
+    """Length of the vectors :func:`embed` returns under ``cfg``."""
+    return sum(_block_sizes(cfg).values())
+
+
+def block_weights(cfg: EmbeddingConfig = EmbeddingConfig()) -> np.ndarray:
+    """Per-dimension weights that give each block ``cfg.block_weights`` of the squared norm of a standardised
+    vector, whatever its number of dimensions."""
+    sizes = _block_sizes(cfg)
+    w = dict(cfg.block_weights)
+    return np.concatenate([np.full(sizes[b], np.sqrt(w[b] / sizes[b])) for b in BLOCKS]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------- filters
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    return np.where(f < 1000.0, f / (200.0 / 3.0), 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) / (np.log(6.4) / 27.0))
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m < 15.0, m * (200.0 / 3.0), 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)))
+
+
+@lru_cache(maxsize=8)
+def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc: int, contrast_fmin: float,
+             n_bands: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """Mel and chroma filterbanks, contrast band edges, bin frequencies and DCT matrix (built once per config).
+
+    Built here rather than with librosa.filters: the same Slaney mel filters, without librosa's ~1 s first-call
+    cost (numba) on a cold CLI start.
+    """
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    # Slaney mel filters (triangles on the mel scale, area-normalised), as librosa.filters.mel(htk=False).
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(min(fmax, sr / 2)), n_mels + 2))
+    lower = (freqs[None, :] - edges_hz[:-2, None]) / np.diff(edges_hz)[:-1, None]
+    upper = (edges_hz[2:, None] - freqs[None, :]) / np.diff(edges_hz)[1:, None]
+    mel = np.maximum(0.0, np.minimum(lower, upper)) * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    # Chroma: each bin's partial goes to the pitch classes within a semitone of it (triangular weight), only
+    # over 100-4000 Hz where partials are resolved (>= 1.5 bins per semitone) and carry pitch.
+    chroma = np.zeros((12, len(freqs)))
+    ok = (freqs >= 100.0) & (freqs <= 4000.0)
+    pc = np.mod(12.0 * np.log2(freqs[ok] / 440.0) + 9.0, 12.0)        # 0 = C
+    dist = np.abs(((pc[None, :] - np.arange(12)[:, None]) + 6.0) % 12.0 - 6.0)
+    chroma[:, ok] = np.maximum(0.0, 1.0 - dist)
+    edges = [0.0] + [contrast_fmin * 2.0 ** k for k in range(n_bands)] + [sr / 2]
+    bands = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        i0, i1 = int(np.searchsorted(freqs, lo)), int(np.searchsorted(freqs, hi, side="right"))
+        bands.append((i0, max(i1, i0 + 2)))
+    dct = sfft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
+    return (mel.astype(np.float32), chroma.astype(np.float32), bands, freqs.astype(np.float32),
+            dct.astype(np.float32))
+
+
+def _cfg_filters(cfg: EmbeddingConfig):
+    return _filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz, cfg.n_mfcc,
+                    cfg.contrast_fmin_hz, cfg.n_contrast_bands)
+
+
+# ---------------------------------------------------------------------------------------------------- frames
+
+def _validate(y: np.ndarray, sr: int, cfg: EmbeddingConfig) -> np.ndarray:
+    if sr != cfg.sample_rate:
+        raise ValueError(f"audio at {sr} Hz, the embedding config expects {cfg.sample_rate} Hz: resample first")
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"expected mono audio (1-D), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"expected float samples, got {y.dtype}")
+    if len(y) == 0:
+        raise ValueError("empty audio: nothing to embed")
+    if not np.isfinite(y).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+@dataclass
+class _Frames:
+    """Frame-level descriptors of a signal, shape ``(frames, ...)``; a window pools a contiguous range."""
+
+    logmel: np.ndarray      # (T, n_mels) dB
+    mfcc: np.ndarray        # (T, n_mfcc)
+    contrast: np.ndarray    # (T, bands) dB
+    flatness: np.ndarray    # (T,)
+    flux: np.ndarray        # (T,) positive log-mel flux into frame t (0 at t=0)
+    chroma: np.ndarray      # (T, 12) normalised
+    energy_db: np.ndarray   # (T,)
+    zcr: np.ndarray         # (T,)
+    centroid: np.ndarray    # (T,) Hz
+    whitened: np.ndarray    # (T, bins) half-wave rectified, L2-normalised whitened log spectrum (stability)
+    extra: dict = field(default_factory=dict)
+
+
+def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
+    n, hop = cfg.n_fft, cfg.hop_length
+    if len(y) < n:
+        y = np.pad(y, (0, n - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n)[::hop]
+    mel_fb, chroma_fb, bands, freqs, dct = _cfg_filters(cfg)
+    window = np.hanning(n + 1)[:-1].astype(np.float32)
+    # Full-scale sine -> power 1 in its bin.
+    power = np.abs(sfft.rfft(frames * window, axis=1)) ** 2 * np.float32(16.0 / n ** 2)
+    power = power.astype(np.float32, copy=False)
+    logpow = 10.0 * np.log10(power + _POWER_FLOOR)
+
+    melpow = power @ mel_fb.T
+    logmel = 10.0 * np.log10(melpow + _POWER_FLOOR)
+    mfcc = logmel @ dct.T
+    total = power.sum(axis=1)
+    energy_db = 10.0 * np.log10(total + _POWER_FLOOR)
+
+    # Spectral contrast: mean of the top and bottom quantile of each band's bins, in dB.
+    contrast = np.empty((len(power), len(bands)), np.float32)
+    for j, (i0, i1) in enumerate(bands):
+        s = np.sort(logpow[:, i0:i1], axis=1)
+        k = max(1, int(round(cfg.contrast_quantile * (i1 - i0))))
+        contrast[:, j] = s[:, -k:].mean(axis=1) - s[:, :k].mean(axis=1)
+
+    flatness = np.exp(np.mean(np.log(power[:, 1:] + _POWER_FLOOR), axis=1)) / (power[:, 1:].mean(axis=1)
+                                                                               + _POWER_FLOOR)
+    flux = np.zeros(len(power), np.float32)
+    flux[1:] = np.maximum(np.diff(logmel, axis=0), 0.0).mean(axis=1)
+
+    chroma = power @ chroma_fb.T
+    chroma /= chroma.sum(axis=1, keepdims=True) + _POWER_FLOOR
+
+    # Zero crossings per sample in each frame, from a running count of sign changes.
+    changes = np.concatenate([[0], np.cumsum(np.signbit(y[1:]) != np.signbit(y[:-1]))])
+    starts = np.arange(len(power)) * hop
+    zcr = (changes[starts + n - 1] - changes[starts]) / np.float32(n - 1)
+
+    centroid = (power @ freqs) / (total + _POWER_FLOOR)
+
+    # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
+    lo, hi = int(np.searchsorted(freqs, 100.0)), int(np.searchsorted(freqs, 4000.0))
+    band = logpow[:, lo:hi]
+    k = 9
+    csum = np.cumsum(np.pad(band, ((0, 0), (k // 2 + 1, k // 2)), mode="edge"), axis=1)
+    local = (csum[:, k:] - csum[:, :-k]) / k
+    white = np.maximum(band - local, 0.0)
+    white /= np.linalg.norm(white, axis=1, keepdims=True) + 1e-6
+
+    return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness.astype(np.float32),
+                   flux=flux, chroma=chroma, energy_db=energy_db.astype(np.float32),
+                   zcr=zcr.astype(np.float32), centroid=centroid.astype(np.float32), whitened=white)
+
+
+# ---------------------------------------------------------------------------------------------------- pooling
+
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), x.std(axis=0)
+
+
+def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
+    lo = max(1, int(round(cfg.pulse_min_s / cfg.frame_seconds)))
+    hi = int(round(cfg.pulse_max_s / cfg.frame_seconds))
+    x = onset - onset.mean()
+    if len(x) <= lo + 2 or not np.any(x):
+        return 0.0
+    nfft = int(sfft.next_fast_len(2 * len(x)))
+    ac = sfft.irfft(np.abs(sfft.rfft(x, nfft)) ** 2, nfft)[: len(x)]
+    # Unbiased by the overlap length, so long lags are not penalised for having fewer products.
+    ac = ac / (len(x) - np.arange(len(x)))
+    ac /= ac[0] if ac[0] > 0 else 1.0
+    return float(np.max(ac[lo: min(hi, len(x) - 2) + 1]))
+
+
+def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> float:
+    """Share of the envelope's modulation power at 3-6 Hz among 0.5-25 Hz."""
+    if len(env_db) < 8:
+        return 0.0
+    x = env_db - env_db.mean()
+    spec = np.abs(sfft.rfft(x * np.hanning(len(x)))) ** 2
+    f = np.fft.rfftfreq(len(x), d=cfg.frame_seconds)
+    total = spec[(f >= 0.5) & (f <= 25.0)].sum()
+    return float(spec[(f >= 3.0) & (f <= 6.0)].sum() / total) if total > 1e-9 else 0.0
+
+
+def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
+    """Summarise frames ``[a, b)`` into one vector (layout of :func:`feature_names`)."""
+    logmel, energy = fr.logmel[a:b], fr.energy_db[a:b]
+    level = energy.mean()
+    parts: list = []
+    mm, ms = _mean_std(logmel)
+    parts += [mm - level, ms]                                        # shape, not level
+    cm, cs = _mean_std(fr.mfcc[a:b])
+    d = cfg.delta_width
+    mf = fr.mfcc[a:b]
+    if len(mf) > 2 * d:
+        # Regression deltas over +-d frames (as librosa's, without edge padding).
+        num = sum(k * (mf[d + k: len(mf) - d + k] - mf[d - k: len(mf) - d - k]) for k in range(1, d + 1))
+        delta_std = (num / (2 * sum(k * k for k in range(1, d + 1)))).std(axis=0)
+    else:
+        delta_std = np.zeros(cfg.n_mfcc, np.float32)
+    parts += [cm[1:], cs, delta_std]
+    parts += list(_mean_std(fr.contrast[a:b]))
+    flat = fr.flatness[a:b]
+    parts += [[flat.mean(), flat.std()]]
+
+    flux = fr.flux[a + 1:b] if b - a > 1 else fr.flux[a:b]           # flux into the first frame is unknown
+    fmean = float(flux.mean())
+    fcv = float(flux.std() / fmean) if fmean > 1e-6 else 0.0
+    parts += [[fmean, fcv, _pulse_clarity(flux, cfg)]]
+
+    ch = fr.chroma[a:b]
+    profile = ch.mean(axis=0)
+    profile = np.sort(profile / (profile.sum() + 1e-9))[::-1]
+    ent = -(ch * np.log(ch + 1e-9)).sum(axis=1).mean() / np.log(12.0)
+    if len(ch) > 1:
+        cn = ch / (np.linalg.norm(ch, axis=1, keepdims=True) + 1e-9)
+        cstab = float((cn[1:] * cn[:-1]).sum(axis=1).mean())
+    else:
+        cstab = 1.0
+    parts += [profile, [ent, cstab]]
+
+    # Syllable-rate modulation in three band groups (low, speech formants, high).
+    m = cfg.n_mels
+    groups = (slice(0, m // 4), slice(m // 4, 3 * m // 4), slice(3 * m // 4, m))
+    lin = 10.0 ** (logmel / 10.0)
+    mods = [_modulation_share(10.0 * np.log10(lin[:, g].sum(axis=1) + _POWER_FLOOR), cfg) for g in groups]
+    elin = 10.0 ** ((energy - energy.max()) / 10.0)
+    low_energy = float(np.mean(elin < 0.5 * elin.mean()))           # Scheirer & Slaney's low-energy ratio
+    pauses = float(np.mean(energy < energy.max() - 30.0))            # near-silent frames
+    parts += [mods, [low_energy, pauses, energy.std() / 10.0]]
+    zcr = fr.zcr[a:b]
+    parts += [[zcr.mean(), zcr.std()]]
+    cen = fr.centroid[a:b]
+    parts += [[cen.mean() / 1000.0, cen.std() / 1000.0]]
+    w = fr.whitened[a:b]
+    for lag in cfg.stability_lags:
+        if len(w) > lag:
+            s = (w[lag:] * w[:-lag]).sum(axis=1)
+            parts += [[s.mean(), s.std()]]
+        else:
+            parts += [[1.0, 0.0]]
+    out = np.concatenate([np.ravel(np.asarray(p, dtype=np.float32)) for p in parts])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- API
+
+def embed(y: np.ndarray, sr: int, cfg: EmbeddingConfig = EmbeddingConfig()) -> np.ndarray:
+    """Raw descriptor vector of one analysis window (typically the 10 s outro).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Mono float samples at ``sr``; any length from one sample (short input is zero-padded to one frame).
+    sr : int
+        Rate of ``y``; must equal ``cfg.sample_rate``.
+    cfg : EmbeddingConfig
+
+    Returns
+    -------
+    np.ndarray
+        float32, shape ``(embedding_dim(cfg),)``, finite; not standardised (see :class:`Standardizer`).
+
+    Raises
+    ------
+    ValueError
+        ``y`` is not 1-D float, is empty or holds NaN/inf, or ``sr`` is not ``cfg.sample_rate``.
+    """
+    y = _validate(y, sr, cfg)
+    fr = _frame_features(y, cfg)
+    return _pool(fr, 0, len(fr.logmel), cfg)
+
+
+def window_starts(n_samples: int, cfg: EmbeddingConfig = EmbeddingConfig()) -> np.ndarray:
+    """Start samples of the reference windows of a signal of ``n_samples`` samples.
+
+    Windows of ``window_s`` every ``hop_s``; when the last one stops short of the end, one more window ends
+    within a frame of the end (outros are track ends); a signal shorter than a window gives one window at 0.
+    """
+    w = int(round(cfg.window_s * cfg.sample_rate))
+    h = int(round(cfg.hop_s * cfg.sample_rate))
+    if n_samples <= w:
+        return np.zeros(1, np.int64)
+    starts = list(range(0, n_samples - w + 1, h))
+    last = ((n_samples - w) // cfg.hop_length) * cfg.hop_length     # on the frame grid
+    if last > starts[-1]:
+        starts.append(last)
+    return np.asarray(starts, np.int64)
+
+
+def embed_windows(y: np.ndarray, sr: int, cfg: EmbeddingConfig = EmbeddingConfig()
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One raw vector per reference window along a track.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        Mono float samples of the whole track at ``sr``.
+    sr : int
+        Must equal ``cfg.sample_rate``.
+    cfg : EmbeddingConfig
+
+    Returns
+    -------
+    starts_s : np.ndarray of float64
+        Start of each window in seconds (see :func:`window_starts`).
+    matrix : np.ndarray of float32
+        Shape ``(len(starts_s), embedding_dim(cfg))``, C-contiguous; row ``i`` equals
+        ``embed(y[start_i : start_i + window], sr, cfg)``.
+    """
+    y = _validate(y, sr, cfg)
+    starts = window_starts(len(y), cfg)
+    fr = _frame_features(y, cfg)
+    w = int(round(cfg.window_s * cfg.sample_rate))
+    n_total = len(fr.logmel)
+    rows = []
+    for s in starts:
+        # Frames of the window alone: those that start at or after s and end inside it.
+        a = int(s) // cfg.hop_length
+        length = min(w, len(y) - int(s))
+        nf = max(1, (length - cfg.n_fft) // cfg.hop_length + 1) if length >= cfg.n_fft else 1
+        if length < cfg.n_fft:
+            # Too short for a frame: embed() pads it, which the shared frames cannot reproduce.
+            rows.append(embed(y[int(s): int(s) + length], sr, cfg))
+            continue
+        rows.append(_pool(fr, a, min(a + nf, n_total), cfg))
+    return starts / cfg.sample_rate, np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-dimension standardisation fitted on reference vectors, then block weighting and L2 normalisation.
+
+    Stored in the index (``to_dict``) so queries are mapped exactly as the references were; inner products of
+    transformed vectors are cosine similarities.
+
+    Attributes
+    ----------
+    mean, scale : np.ndarray of float32
+        Subtracted and divided per dimension; ``scale`` is 1 where a dimension did not vary in the fit.
+    weights : np.ndarray of float32
+        Multiplied in after standardising (:func:`block_weights`).
+    config_version : int
+        ``EmbeddingConfig.version`` of the vectors it was fitted on.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    config_version: int
+
+    @classmethod
+    def fit(cls, x: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig()) -> "Standardizer":
+        """Fit on raw vectors ``x`` of shape ``(n, dim)``, ``n >= 1``."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != embedding_dim(cfg):
+            raise ValueError(f"expected raw vectors of shape (n >= 1, {embedding_dim(cfg)}), got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors hold NaN or infinite values")
+        std = x.std(axis=0)
+        scale = np.where(std > 1e-8 * (1.0 + np.abs(x.mean(axis=0))), std, 1.0)
+        return cls(mean=x.mean(axis=0).astype(np.float32), scale=scale.astype(np.float32),
+                   weights=block_weights(cfg), config_version=cfg.version)
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardised, weighted, L2-normalised float32 C-contiguous vectors; 1-D in gives ``(1, dim)`` out."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of dimension {self.dim}, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("vectors hold NaN or infinite values")
+        z = (x - self.mean) / self.scale * self.weights
+        norm = np.linalg.norm(z, axis=1, keepdims=True)
+        z = z / np.where(norm > 0, norm, np.float32(1.0))  # an all-mean vector stays zero rather than NaN
+        return np.ascontiguousarray(z, dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        return {"config_version": self.config_version, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "weights": self.weights.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Standardizer":
+        known = {"config_version", "mean", "scale", "weights"}
+        if set(d) != known:
+            raise ValueError(f"standardizer needs keys {sorted(known)}, got {sorted(d)}")
+        mean, scale, weights = (np.asarray(d[k], dtype=np.float32) for k in ("mean", "scale", "weights"))
+        if not (mean.ndim == 1 and mean.shape == scale.shape == weights.shape):
+            raise ValueError("standardizer mean, scale and weights must be 1-D of one length")
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("standardizer scale must be positive and finite")
+        return cls(mean=mean, scale=scale, weights=weights, config_version=int(d["config_version"]))
