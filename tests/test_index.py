@@ -200,3 +200,15 @@ def test_false_alarm_expectation_behaves():
     assert false_alarms(20, 50_000, 1_000_000, 13, 16.0) > base
     assert false_alarms(20, 5000, 1_000_000, 1, 16.0) < base
     assert false_alarms(0, 5000, 1_000_000, 13, 16.0) == pytest.approx(1_000_000 / 3 * 13)
+
+
+@pytest.mark.parametrize("shape", [(305, 860), (1, 5), (3, 40), (50, 1)])
+@pytest.mark.parametrize("size", [1, 3, 9, 31])
+def test_running_max_equals_scipy_maximum_filter(shape, size):
+    from scipy.ndimage import maximum_filter1d
+
+    from audioid.fingerprint.landmarks import running_max
+
+    a = np.random.default_rng(size).random(shape).astype(np.float32)
+    for axis in (0, 1):
+        assert np.array_equal(running_max(a, size, axis), maximum_filter1d(a, size, axis=axis, mode="nearest"))
