@@ -42,7 +42,13 @@ def _index_option(f: Callable) -> Callable:
                         type=click.Path(file_okay=False, dir_okay=True), help="Index directory.")(f)
 
 
+def _who_option(f: Callable) -> Callable:
+    return click.option("--who", default=None, metavar="NAME",
+                        help="Name logged with label changes (default: $AUDIOID_USER or the login name).")(f)
+
+
 def _write_options(f: Callable) -> Callable:
+    f = _who_option(f)
     f = click.option("--label-from", type=click.Choice(["stem", "parent"]), default="stem", show_default=True,
                      help="Label of a file found in a folder: its name without extension, or its folder's name.")(f)
     f = click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -63,7 +69,8 @@ def _progress(total: int) -> Iterator[Callable | None]:
         yield lambda _analysis: bar.update(1)
 
 
-def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
+                 from_log: bool = False) -> None:
     from audioid.index.build import add_to_index, build_index
     from audioid.index.sources import SourceError, reference_specs
     from audioid.index.store import IndexStoreError
@@ -71,7 +78,10 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
     try:
         specs = reference_specs(source, label_from=label_from)
         with _progress(len(specs)) as tick:
-            report = (add_to_index if add else build_index)(specs, index_dir, jobs=jobs, progress=tick)
+            if add:
+                report = add_to_index(specs, index_dir, jobs=jobs, progress=tick, who=who)
+            else:
+                report = build_index(specs, index_dir, jobs=jobs, progress=tick, who=who, from_log=from_log)
     except (SourceError, IndexStoreError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
@@ -80,26 +90,88 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
              f"{len(report.failed)} failed; index {index_dir} is at generation {report.generation}"]
     lines += [f"  duplicate  {path} (same file as track {existing})" for path, existing in report.duplicates]
     lines += [f"  failed     {msg if msg.startswith(path) else f'{path}: {msg}'}" for path, msg in report.failed]
+    lines += [f"  skipped    {path}: {why}" for path, why in report.skipped]
     click.echo("\n".join(lines), err=True)
 
 
 @index_group.command("build")
 @_write_options
-def index_build(source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+@click.option("--from-log", is_flag=True,
+              help="Replay the existing index's label log: its labels win over SOURCE's, removed recordings stay out.")
+def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
+                from_log: bool) -> None:
     """Build (or rebuild) an index from SOURCE.
 
     SOURCE is a folder (searched recursively), a CSV manifest with columns path,label and optionally
     title,artist,class (other columns are kept as metadata; paths relative to the manifest), or one audio file.
-    Unreadable files are listed and skipped. The new index replaces the old one atomically.
+    Unreadable files are listed and skipped. The new index replaces the old one atomically; the old index's
+    label log is kept.
     """
-    _write_index(False, source, index_dir, jobs, label_from)
+    _write_index(False, source, index_dir, jobs, label_from, who, from_log)
 
 
 @index_group.command("add")
 @_write_options
-def index_add(source: str, index_dir: str, jobs: int | None, label_from: str) -> None:
+def index_add(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None) -> None:
     """Add the references in SOURCE to an existing index (files already indexed are skipped as duplicates)."""
-    _write_index(True, source, index_dir, jobs, label_from)
+    _write_index(True, source, index_dir, jobs, label_from, who)
+
+
+@index_group.command("remove")
+@click.argument("refs", nargs=-1, required=True, metavar="TRACK_ID_OR_LABEL...")
+@_index_option
+@_who_option
+def index_remove(refs: tuple[str, ...], index_dir: str, who: str | None) -> None:
+    """Remove tracks by id or label; effective for the next query, no rebuild."""
+    from audioid.index.build import remove_from_index
+    from audioid.index.store import IndexStoreError
+
+    try:
+        removed = remove_from_index(index_dir, list(refs), who=who)
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    for t in removed:
+        click.echo(f"removed  {t.id}  {t.label}", err=True)
+
+
+@index_group.command("relabel")
+@click.argument("track_id", type=int)
+@_index_option
+@click.option("--label", default=None, help="New label.")
+@click.option("--class", "klass", type=click.Choice(["music", "dialogue", "both"]), default=None, help="New class.")
+@click.option("--title", default=None, help="New title.")
+@click.option("--artist", default=None, help="New artist.")
+@_who_option
+def index_relabel(track_id: int, index_dir: str, label: str | None, klass: str | None, title: str | None,
+                  artist: str | None, who: str | None) -> None:
+    """Change a track's label, class, title or artist; logged, effective for the next query."""
+    from audioid.index.build import relabel_in_index
+    from audioid.index.store import IndexStoreError
+
+    try:
+        t = relabel_in_index(index_dir, track_id, label=label, klass=klass, title=title, artist=artist, who=who)
+    except (IndexStoreError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"relabelled  {t.id}  label={t.label} class={t.klass} title={t.title} artist={t.artist}", err=True)
+
+
+@index_group.command("log")
+@_index_option
+def index_log(index_dir: str) -> None:
+    """Print the index's label log (who changed which label when), one JSON object per line."""
+    import json
+
+    from audioid.index.store import IndexReader, IndexStoreError
+
+    try:
+        reader = IndexReader(index_dir)
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        for entry in reader.catalog.log_entries():
+            click.echo(json.dumps(entry))
+    finally:
+        reader.close()
 
 
 @index_group.command("stats")

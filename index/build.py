@@ -1,12 +1,13 @@
 """Writing an index: analyse reference files (in parallel), then commit a new generation atomically."""
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from ..fingerprint.audio import AudioError, load
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_hashes
-from .catalog import Catalog, Track
+from .catalog import CLASSES, Catalog, Track
 from .postings import write_segment
 from .sources import ReferenceSpec
 from .store import (IndexStoreError, collect_garbage, new_manifest, now_iso, read_manifest, write_manifest,
@@ -41,7 +42,34 @@ class WriteReport:
     added: list[Track] = field(default_factory=list)
     duplicates: list[tuple[str, int]] = field(default_factory=list)   # (path, existing track id)
     failed: list[tuple[str, str]] = field(default_factory=list)       # (path, error message)
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # (path, why): removed per the label log
     generation: int = 0
+
+
+def default_who() -> str:
+    """Who a label change is logged as: ``$AUDIOID_USER``, else the login name."""
+    who = os.environ.get("AUDIOID_USER")
+    if who:
+        return who
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def label_state(entries: Iterable[dict]) -> dict[str, dict]:
+    """The latest labels (and whether removed) per content hash, replaying a label log in order."""
+    state: dict[str, dict] = {}
+    for e in entries:
+        cur = state.setdefault(e["content_hash"], {"removed": False})
+        if e["action"] == "remove":
+            cur["removed"] = True
+            continue
+        cur["removed"] = False
+        for key in ("label", "class", "title", "artist"):
+            if e.get(key) is not None:
+                cur[key] = e[key]
+    return state
 
 
 def content_hash(path: str) -> str:
@@ -95,8 +123,14 @@ def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, jobs: int |
             pool.shutdown(cancel_futures=True)
 
 
-def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: WriteReport, *, fresh: bool) -> None:
-    """Write one new segment (and, for a fresh build, a new catalog), then swap the MANIFEST."""
+def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: WriteReport, *, fresh: bool,
+            who: str, old_log: list[dict] | None = None, from_log: dict[str, dict] | None = None) -> None:
+    """Write one new segment (and, for a fresh build, a new catalog), then swap the MANIFEST.
+
+    A fresh build carries ``old_log`` (the previous catalog's label log) over and logs only content new to it;
+    with ``from_log`` (see :func:`label_state`) the labels of known content replace the source's, and content
+    removed there stays out.
+    """
     cfg = LandmarkConfig.from_dict(manifest["landmark_config"])
     gen = int(manifest["generation"]) + 1
     staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
@@ -105,9 +139,12 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
         if fresh:
             cat_name = f"catalog-{gen:06d}.sqlite"
             catalog = Catalog(os.path.join(staging, cat_name), [])
+            for entry in old_log or []:
+                catalog.log([entry], entry["generation"])
         else:
             cat_name = manifest["catalog"]
             catalog = Catalog(os.path.join(path, cat_name), manifest["segments"])
+            catalog.forget_uncommitted(int(manifest["generation"]))
         seg_name = f"seg-{gen:06d}-{uuid.uuid4().hex[:8]}"
         next_id = catalog.next_id()
         next_frame = int(manifest["next_frame"])
@@ -124,7 +161,15 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             if dup is not None:
                 report.duplicates.append((a.spec.path, dup))
                 continue
-            t = Track(id=next_id, label=a.spec.label, title=a.spec.title, artist=a.spec.artist, klass=a.spec.klass,
+            known = (from_log or {}).get(a.content_hash)
+            if known and known["removed"]:
+                report.skipped.append((a.spec.path, "removed according to the label log"))
+                continue
+            spec = a.spec
+            if known:
+                spec = replace(spec, label=known.get("label", spec.label), klass=known.get("class", spec.klass),
+                               title=known.get("title", spec.title), artist=known.get("artist", spec.artist))
+            t = Track(id=next_id, label=spec.label, title=spec.title, artist=spec.artist, klass=spec.klass,
                       source_path=os.path.abspath(a.spec.path), content_hash=a.content_hash,
                       duration_s=a.duration_s, added_at=now_iso(), segment=seg_name, frame_start=next_frame,
                       frame_count=a.n_frames, n_hashes=len(a.hashes), metadata=dict(a.spec.metadata))
@@ -147,6 +192,11 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
                       np.concatenate(value_parts) if value_parts else np.zeros(0, np.uint32), track_table,
                       hash_bits(cfg))
         catalog.insert(tracks)
+        # A rebuild re-reads known recordings: that is no label change, so only new content is logged.
+        logged = {e["content_hash"] for e in old_log or []}
+        catalog.log(({"at": t.added_at, "who": who, "action": "add", "content_hash": t.content_hash,
+                      "track_id": t.id, "label": t.label, "class": t.klass, "title": t.title, "artist": t.artist,
+                      "source": t.source_path} for t in tracks if t.content_hash not in logged), gen)
         catalog.close()
         os.makedirs(os.path.join(path, "postings"), exist_ok=True)
         os.rename(os.path.join(staging, seg_name), os.path.join(path, "postings", seg_name))
@@ -163,11 +213,14 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
 
 
 def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkConfig | None = None,
-                jobs: int | None = None, progress: Callable[[Analysis], None] | None = None) -> WriteReport:
+                jobs: int | None = None, progress: Callable[[Analysis], None] | None = None,
+                from_log: bool = False, who: str | None = None) -> WriteReport:
     """Build (or rebuild) the index at ``path`` from ``specs``.
 
     The new index is written beside the old one and swapped in atomically: readers see the old index until the
     swap, then the new one.  Unreadable files are reported in the returned :class:`WriteReport` and skipped.
+    The label log of the index being replaced is carried over; with ``from_log`` its latest labels (by content
+    hash) override the source's, and content it removed is left out.
     """
     cfg = config or LandmarkConfig()
     path = os.fspath(path)
@@ -184,13 +237,17 @@ def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkCo
         if old is not None:
             manifest["generation"] = old["generation"]
             manifest["created_at"] = old.get("created_at", manifest["created_at"])
+        old_log = _read_log(path, old) if old is not None else []
+        if from_log and old is None:
+            raise IndexStoreError(f"{path}: --from-log needs an existing index whose label log to replay")
         report = WriteReport()
-        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=True)
+        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=True,
+                who=who or default_who(), old_log=old_log, from_log=label_state(old_log) if from_log else None)
         return report
 
 
 def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None = None,
-                 progress: Callable[[Analysis], None] | None = None) -> WriteReport:
+                 progress: Callable[[Analysis], None] | None = None, who: str | None = None) -> WriteReport:
     """Add references to an existing index as one new segment, effective for the next query; no rebuild."""
     path = os.fspath(path)
     read_manifest(path)  # fail before taking the lock if it is not an index
@@ -198,5 +255,85 @@ def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None 
         manifest = read_manifest(path)
         cfg = LandmarkConfig.from_dict(manifest["landmark_config"])
         report = WriteReport()
-        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=False)
+        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=False,
+                who=who or default_who())
         return report
+
+
+def _read_log(path: str, manifest: dict) -> list[dict]:
+    catalog = Catalog(os.path.join(path, manifest["catalog"]), manifest["segments"],
+                      generation=int(manifest["generation"]), readonly=True)
+    try:
+        return catalog.log_entries()
+    finally:
+        catalog.close()
+
+
+def _resolve(catalog: Catalog, refs: Sequence[str | int], path: str) -> list[Track]:
+    """Tracks named by id (digits) or label; an unknown reference is an error naming it."""
+    found: dict[int, Track] = {}
+    for ref in refs:
+        text = str(ref)
+        tracks = catalog.by_label(text)
+        if not tracks and text.isdigit():
+            t = catalog.get(int(text))
+            tracks = [t] if t else []
+        if not tracks:
+            raise IndexStoreError(f"{path}: no track with id or label {text!r}")
+        found.update((t.id, t) for t in tracks)
+    return list(found.values())
+
+
+def remove_from_index(path: str, refs: Sequence[str | int], *, who: str | None = None) -> list[Track]:
+    """Remove tracks (by id or label) from the index; effective for the next query, no rebuild.
+
+    Their postings stay in the immutable segments and are ignored (the next build drops them); readers of
+    the previous generation still see them.  Every removal is logged.
+    """
+    path = os.fspath(path)
+    read_manifest(path)
+    with writer_lock(path):
+        manifest = read_manifest(path)
+        gen = int(manifest["generation"]) + 1
+        catalog = Catalog(os.path.join(path, manifest["catalog"]), manifest["segments"])
+        try:
+            catalog.forget_uncommitted(gen - 1)
+            tracks = _resolve(catalog, refs, path)
+            catalog.mark_removed([t.id for t in tracks], gen)
+            catalog.log(({"at": now_iso(), "who": who or default_who(), "action": "remove",
+                          "content_hash": t.content_hash, "track_id": t.id, "label": t.label} for t in tracks), gen)
+        finally:
+            catalog.close()
+        removed = list(manifest.get("removed", [])) + [[t.frame_start, t.frame_count] for t in tracks]
+        write_manifest(path, dict(manifest, generation=gen, removed=removed, updated_at=now_iso()))
+        return tracks
+
+
+def relabel_in_index(path: str, track_id: int, *, label: str | None = None, klass: str | None = None,
+                     title: str | None = None, artist: str | None = None, who: str | None = None) -> Track:
+    """Change a track's label, class, title or artist; logged, and effective for the next query."""
+    if klass is not None and klass not in CLASSES:
+        raise ValueError(f"class must be one of {', '.join(CLASSES)}, got {klass!r}")
+    if all(v is None for v in (label, klass, title, artist)):
+        raise ValueError("nothing to change: give a label, class, title or artist")
+    path = os.fspath(path)
+    read_manifest(path)
+    with writer_lock(path):
+        manifest = read_manifest(path)
+        gen = int(manifest["generation"]) + 1
+        catalog = Catalog(os.path.join(path, manifest["catalog"]), manifest["segments"])
+        try:
+            catalog.forget_uncommitted(gen - 1)
+            track = catalog.get(int(track_id))
+            if track is None:
+                raise IndexStoreError(f"{path}: no track with id {track_id}")
+            catalog.update_labels(track.id, label=label, title=title, artist=artist, **{"class": klass})
+            catalog.log([{"at": now_iso(), "who": who or default_who(), "action": "relabel",
+                          "content_hash": track.content_hash, "track_id": track.id, "label": label,
+                          "class": klass, "title": title, "artist": artist}], gen)
+            track = catalog.get(track.id)
+        finally:
+            catalog.close()
+        # A new generation tells long-running readers (a server) that something changed.
+        write_manifest(path, dict(manifest, generation=gen, updated_at=now_iso()))
+        return track

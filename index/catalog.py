@@ -1,7 +1,8 @@
-"""The catalog: one SQLite table of reference tracks.
+"""The catalog: SQLite tables of reference tracks and of every label change (the label log).
 
-Rows carry the postings segment that holds their hashes; a reader only believes rows whose segment the index's
-MANIFEST names, so a crash between writing rows and swapping the MANIFEST never shows half an add.
+Rows carry the postings segment that holds their hashes and, once removed, the generation that removed them; a
+reader only believes rows whose segment its MANIFEST names and that its generation has not removed, so a crash
+between writing rows and swapping the MANIFEST never shows half an add or remove.
 """
 from __future__ import annotations
 
@@ -25,11 +26,29 @@ CREATE TABLE IF NOT EXISTS tracks (
     frame_start   INTEGER NOT NULL,
     frame_count   INTEGER NOT NULL,
     n_hashes      INTEGER NOT NULL,
-    metadata      TEXT NOT NULL DEFAULT '{}'
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    removed_in    INTEGER
 );
 CREATE INDEX IF NOT EXISTS tracks_hash ON tracks (content_hash);
 CREATE INDEX IF NOT EXISTS tracks_label ON tracks (label);
+CREATE TABLE IF NOT EXISTS label_log (
+    seq           INTEGER PRIMARY KEY,
+    generation    INTEGER NOT NULL,
+    at            TEXT NOT NULL,
+    who           TEXT NOT NULL,
+    action        TEXT NOT NULL CHECK (action IN ('add', 'relabel', 'remove')),
+    content_hash  TEXT NOT NULL,
+    track_id      INTEGER,
+    label         TEXT,
+    class         TEXT,
+    title         TEXT,
+    artist        TEXT,
+    source        TEXT
+);
+CREATE INDEX IF NOT EXISTS label_log_hash ON label_log (content_hash);
 """
+
+LOG_COLUMNS = ("at", "who", "action", "content_hash", "track_id", "label", "class", "title", "artist", "source")
 
 CLASSES = ("music", "dialogue", "both")
 
@@ -72,11 +91,16 @@ def _row_to_track(row: sqlite3.Row) -> Track:
 
 
 class Catalog:
-    """Thin wrapper over the SQLite catalog; ``segments`` restricts reads to live segments."""
+    """Thin wrapper over the SQLite catalog.
 
-    def __init__(self, path: str, segments: Iterable[str], *, readonly: bool = False):
+    Reads see the tracks of ``segments`` (the live ones) that ``generation`` has not removed.
+    """
+
+    def __init__(self, path: str, segments: Iterable[str], *, generation: int | None = None,
+                 readonly: bool = False):
         self.path = path
         self.segments = tuple(segments)
+        self.generation = generation
         uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
         self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
         if not readonly:
@@ -87,15 +111,24 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
-    def _live(self) -> tuple[str, list[str]]:
+    def _live(self) -> tuple[str, list]:
         marks = ",".join("?" * len(self.segments)) or "NULL"
-        return f"segment IN ({marks})", list(self.segments)
+        where, args = f"segment IN ({marks})", list(self.segments)
+        if self.generation is None:
+            return where + " AND removed_in IS NULL", args
+        return where + " AND (removed_in IS NULL OR removed_in > ?)", args + [self.generation]
 
     def get(self, track_id: int) -> Track | None:
         where, args = self._live()
         row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE id = ? AND {where}",
                               [track_id, *args]).fetchone()
         return _row_to_track(row) if row else None
+
+    def by_label(self, label: str) -> list[Track]:
+        where, args = self._live()
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE label = ? AND {where} ORDER BY id",
+                               [label, *args])
+        return [_row_to_track(r) for r in rows]
 
     def by_content_hash(self, content_hash: str) -> Track | None:
         where, args = self._live()
@@ -126,3 +159,42 @@ class Catalog:
         with self.db:
             self.db.executemany(f"INSERT INTO tracks ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
                                 rows)
+
+    def mark_removed(self, track_ids: Iterable[int], generation: int) -> None:
+        """Remove tracks as of ``generation`` (readers of earlier generations still see them)."""
+        with self.db:
+            self.db.executemany("UPDATE tracks SET removed_in = ? WHERE id = ? AND removed_in IS NULL",
+                                [(generation, int(i)) for i in track_ids])
+
+    def update_labels(self, track_id: int, **fields: str | None) -> None:
+        """Set ``label``, ``title``, ``artist`` and/or ``class`` of a track (keys with value None are kept)."""
+        changes = {k: v for k, v in fields.items() if v is not None}
+        if not changes:
+            return
+        assign = ", ".join(f"{k} = ?" for k in changes)
+        with self.db:
+            self.db.execute(f"UPDATE tracks SET {assign} WHERE id = ?", [*changes.values(), track_id])
+
+    def log(self, entries: Iterable[dict[str, Any]], generation: int) -> None:
+        """Append label-log entries (dicts with keys of ``LOG_COLUMNS``; missing ones are NULL) made by the
+        write that commits ``generation``."""
+        rows = [(generation, *(e.get(c) for c in LOG_COLUMNS)) for e in entries]
+        with self.db:
+            self.db.executemany(f"INSERT INTO label_log (generation, {', '.join(LOG_COLUMNS)}) "
+                                f"VALUES (?, {','.join('?' * len(LOG_COLUMNS))})", rows)
+
+    def forget_uncommitted(self, generation: int) -> None:
+        """Undo what a writer that crashed before committing a generation after ``generation`` left behind:
+        rows of segments no MANIFEST names, removals and log entries of generations never committed."""
+        marks = ",".join("?" * len(self.segments)) or "NULL"
+        with self.db:
+            self.db.execute(f"DELETE FROM tracks WHERE segment NOT IN ({marks})", list(self.segments))
+            self.db.execute("UPDATE tracks SET removed_in = NULL WHERE removed_in > ?", [generation])
+            self.db.execute("DELETE FROM label_log WHERE generation > ?", [generation])
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        """The label log as of this catalog's generation, oldest first (each entry with its ``generation``)."""
+        limit = "" if self.generation is None else " WHERE generation <= ?"
+        rows = self.db.execute(f"SELECT generation, {', '.join(LOG_COLUMNS)} FROM label_log{limit} ORDER BY seq",
+                               [] if self.generation is None else [self.generation])
+        return [dict(zip(("generation", *LOG_COLUMNS), r)) for r in rows]

@@ -87,7 +87,7 @@ class Identifier:
         mc = self.config
         cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.frames, speeds=self.speeds,
                      max_postings=mc.max_postings, overdispersion=mc.overdispersion,
-                     stop_false_alarms=mc.stop_false_alarms)
+                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base

@@ -70,8 +70,17 @@ def false_alarms(votes: int, hits: int, frames: int, hypotheses: int, overdisper
     return bins * hypotheses * _poisson_sf(votes, lam)
 
 
+def _live(values: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Mask of global frames outside the removed tracks' ``(frame_start, frame_count)`` ranges."""
+    if len(removed) == 0:
+        return np.ones(len(values), bool)
+    row = np.searchsorted(removed[:, 0], values, side="right") - 1
+    inside = (row >= 0) & (values < removed[np.maximum(row, 0), 0] + removed[np.maximum(row, 0), 1])
+    return ~inside
+
+
 def _hits_by_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speeds: Sequence[float],
-                   max_postings: int) -> dict[float, tuple[np.ndarray, np.ndarray] | None]:
+                   max_postings: int, removed: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray] | None]:
     """(global reference frame, query frame) of every hit, for each speed hypothesis.
 
     The hashes of all the speeds are looked up together (the binary searches are the costly part, and
@@ -89,8 +98,10 @@ def _hits_by_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfi
         for speed, (_, times), a, b in zip(speeds, per_speed, bounds[:-1], bounds[1:]):
             idx = inverse[a:b]
             qidx, vals = seg.gather(lo[idx], hi[idx], max_postings)
-            if len(qidx):
-                parts[speed].append((vals.astype(np.int64), times[qidx].astype(np.int64)))
+            vals = vals.astype(np.int64)
+            keep = _live(vals, removed)
+            if keep.any():
+                parts[speed].append((vals[keep], times[qidx[keep]].astype(np.int64)))
     for speed, found in parts.items():
         if found:
             out[speed] = (np.concatenate([v for v, _ in found]), np.concatenate([t for _, t in found]))
@@ -167,7 +178,7 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float,
-          refine_false_alarms: float = 1.0) -> Candidate | None:
+          refine_false_alarms: float = 1.0, removed: np.ndarray | None = None) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
     ``speeds`` is an evenly spaced grid.  Normal speed is tried first and ends the search when its best pile's
@@ -175,12 +186,14 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     the grid is looked up in one batch; if the best pile is then at least plausible (below
     ``refine_false_alarms``) the search climbs through the neighbouring grid speeds while they improve it, so the
     reported speed is the best one and queries with nothing to find cost about half the grid.
-    ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``).
+    ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``); hits inside the
+    ``removed`` ``(frame_start, frame_count)`` ranges (sorted) are ignored.
     """
+    removed = np.zeros((0, 2), np.int64) if removed is None else removed
     tried: dict[float, Candidate | None] = {}
 
     def try_speeds(batch: Sequence[float]) -> None:
-        hits = _hits_by_speed(peaks, segments, cfg, batch, max_postings)
+        hits = _hits_by_speed(peaks, segments, cfg, batch, max_postings, removed)
         for speed in batch:
             tried[speed] = _best_pile(hits[speed], segments, speed, frames, len(speeds), overdispersion)
 

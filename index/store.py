@@ -23,6 +23,8 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
+
 from ..fingerprint.config import LandmarkConfig
 from .catalog import Catalog
 from .postings import Segment
@@ -79,7 +81,7 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def new_manifest(cfg: LandmarkConfig) -> dict:
     return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generation": 0,
-            "landmark_config": cfg.to_dict(), "catalog": None, "segments": [], "next_frame": 0,
+            "landmark_config": cfg.to_dict(), "catalog": None, "segments": [], "removed": [], "next_frame": 0,
             "created_at": now_iso(), "updated_at": now_iso()}
 
 
@@ -155,7 +157,12 @@ class IndexReader:
         cat = self.manifest["catalog"]
         if cat is None:
             raise IndexStoreError(f"{path}: index has no catalog")
-        self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], readonly=True)
+        self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], generation=self.generation,
+                               readonly=True)
+        # Frame ranges of removed tracks, sorted: their postings stay in the immutable segments until the
+        # next build, and hits inside these ranges are dropped.
+        ranges = sorted(tuple(r) for r in self.manifest.get("removed", []))
+        self.removed = np.array(ranges, dtype=np.int64).reshape(-1, 2)
 
     @property
     def frames(self) -> int:

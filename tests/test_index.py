@@ -212,3 +212,78 @@ def test_running_max_equals_scipy_maximum_filter(shape, size):
     a = np.random.default_rng(size).random(shape).astype(np.float32)
     for axis in (0, 1):
         assert np.array_equal(running_max(a, size, axis), maximum_filter1d(a, size, axis=axis, mode="nearest"))
+
+
+def _query(refs: Path, tmp_path: Path, label: str, start_s: float = 5.0) -> str:
+    y, _ = sf.read(refs / f"{label}.wav", dtype="float32")
+    return str(_write(tmp_path / f"q-{label}.wav", y[int(start_s * SR): int((start_s + 10) * SR)]))
+
+
+def test_remove_and_relabel_take_effect_without_rebuild(refs, tmp_path):
+    from audioid.index.build import relabel_in_index, remove_from_index
+
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs)), idx, jobs=1, who="tester")
+    before = Identifier.open(idx)
+    q2, q3 = _query(refs, tmp_path, "song2"), _query(refs, tmp_path, "song3")
+    gone = remove_from_index(str(idx), ["song2"], who="tester")
+    assert [t.label for t in gone] == ["song2"]
+    after = Identifier.open(idx)
+    assert after.identify_file(q2).status == "no_match"
+    assert after.identify_file(q3).label == "song3"
+    assert after.reader.catalog.totals()["tracks"] == 3
+    # A reader of the previous generation keeps its consistent view.
+    assert before.identify_file(q2).label == "song2"
+    t3 = after.reader.catalog.by_label("song3")[0]
+    relabel_in_index(str(idx), t3.id, label="Third Song", klass="music", who="editor")
+    r = Identifier.open(idx).identify_file(q3)
+    assert (r.label, r.track_id) == ("Third Song", t3.id)
+    with pytest.raises(IndexStoreError, match="no track with id or label 'nope'"):
+        remove_from_index(str(idx), ["nope"])
+    with pytest.raises(ValueError, match="class must be one of"):
+        relabel_in_index(str(idx), t3.id, klass="jazz")
+    log = IndexReader(str(idx)).catalog.log_entries()
+    assert [(e["action"], e["who"]) for e in log] == [("add", "tester")] * 4 + [("remove", "tester"),
+                                                                               ("relabel", "editor")]
+    assert log[4]["content_hash"] == gone[0].content_hash
+
+
+def test_label_log_survives_rebuild_and_from_log_replays_it(refs, tmp_path):
+    from audioid.index.build import relabel_in_index, remove_from_index
+
+    idx = tmp_path / "idx"
+    specs = reference_specs(str(refs))
+    build_index(specs, idx, jobs=1)
+    cat = IndexReader(str(idx)).catalog
+    relabel_in_index(str(idx), cat.by_label("song1")[0].id, label="Renamed", klass="both")
+    remove_from_index(str(idx), ["song4"])
+    # A plain rebuild keeps the log but takes the labels from the source again.
+    build_index(specs, idx, jobs=1)
+    reader = IndexReader(str(idx))
+    assert sorted(t.label for t in reader.catalog.tracks()) == ["song1", "song2", "song3", "song4"]
+    assert len(reader.catalog.log_entries()) == 4 + 2  # re-reading known recordings is no label change
+    # --from-log replays it: the relabel holds and the removed recording stays out.
+    rep = build_index(specs, idx, jobs=1, from_log=True)
+    assert [p for p, _ in rep.skipped] == [str(refs / "song4.wav")]
+    tracks = {t.label: t for t in IndexReader(str(idx)).catalog.tracks()}
+    assert sorted(tracks) == ["Renamed", "song2", "song3"] and tracks["Renamed"].klass == "both"
+
+
+def test_uncommitted_writes_are_forgotten(refs, tmp_path):
+    from audioid.index.catalog import Catalog
+
+    idx = tmp_path / "idx"
+    specs = reference_specs(str(refs))
+    build_index(specs[:3], idx, jobs=1)
+    manifest = json.loads((idx / "MANIFEST.json").read_text())
+    # A remover that died after marking rows but before swapping the MANIFEST:
+    cat = Catalog(str(idx / manifest["catalog"]), manifest["segments"])
+    cat.mark_removed([1], manifest["generation"] + 1)
+    cat.log([{"at": "x", "who": "ghost", "action": "remove", "content_hash": "h", "track_id": 1}],
+            manifest["generation"] + 1)
+    cat.close()
+    assert IndexReader(str(idx)).catalog.totals()["tracks"] == 3  # readers never saw it
+    add_to_index(specs[3:], idx, jobs=1)
+    reader = IndexReader(str(idx))
+    assert reader.catalog.totals()["tracks"] == 4
+    assert all(e["who"] != "ghost" for e in reader.catalog.log_entries())
