@@ -35,7 +35,10 @@ class MatchConfig:
     stop_false_alarms : float
         Stop trying further speeds once a pile is this significant.
     window_s, hop_s : float
-        With ``all_matches``, the whole file is scanned in windows of ``window_s`` every ``hop_s``.
+        With ``all_matches``, and for queries longer than ``max_query_s``, the audio is scanned in windows of
+        ``window_s`` every ``hop_s``.
+    max_query_s : float
+        Longest audio analysed as one query (matching memory grows with query length).
     """
 
     max_speed_change: float = 0.03
@@ -46,6 +49,7 @@ class MatchConfig:
     stop_false_alarms: float = 1e-9
     window_s: float = 10.0
     hop_s: float = 5.0
+    max_query_s: float = 60.0
 
 
 def confidence(false_alarms: float, threshold: float) -> float:
@@ -111,13 +115,37 @@ class Identifier:
                        track_id=track.id, confidence=round(conf, 4),
                        offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
 
+    def _load(self, path: str, outro_seconds: float):
+        return load(path, self.reader.config.sample_rate, tail_seconds=outro_seconds or None)
+
+    def _scan(self, y: np.ndarray, path: str, start_s: float) -> Iterable[Result]:
+        """Results of overlapping ``window_s`` windows every ``hop_s`` over ``y`` (matched ranges)."""
+        sr = self.reader.config.sample_rate
+        win, hop = int(self.config.window_s * sr), int(self.config.hop_s * sr)
+        starts = range(0, max(1, len(y) - win + hop), hop) if len(y) > win else [0]
+        for s in starts:
+            yield self.identify_samples(y[s:s + win], path=path, start_s=start_s + s / sr, matched_range=True)
+
     def identify_file(self, path: str, *, outro_seconds: float = 10.0) -> Result:
-        """Identify the last ``outro_seconds`` of a file (0 = the whole file as one query)."""
+        """Identify the last ``outro_seconds`` of a file (0 = the whole file).
+
+        Audio longer than ``max_query_s`` is scanned in windows (so memory stays bounded) and the most
+        confident match is reported, with the stretch of the file it covers.
+        """
         try:
-            audio = load(path, self.reader.config.sample_rate, tail_seconds=outro_seconds or None)
+            audio = self._load(path, outro_seconds)
         except AudioError as e:
             return Result(path=path, status="error", error=str(e))
-        return self.identify_samples(audio.samples, path=path, start_s=audio.start_s)
+        y, sr = audio.samples, self.reader.config.sample_rate
+        if len(y) <= self.config.max_query_s * sr:
+            return self.identify_samples(y, path=path, start_s=audio.start_s)
+        results = list(self._scan(y, path, audio.start_s))
+        matches = [r for r in results if r.status == "match"]
+        if matches:
+            return max(matches, key=lambda r: (r.confidence, r.score))
+        return Result(path=path, status="no_match", score=max(r.score for r in results),
+                      confidence=min(r.confidence for r in results), query_start_s=round(audio.start_s, 3),
+                      query_end_s=round(audio.start_s + len(y) / sr, 3))
 
     def identify_all(self, path: str, *, outro_seconds: float = 0.0) -> list[Result]:
         """Every track found in the file (or its last ``outro_seconds``), each with its time range in the query.
@@ -125,18 +153,12 @@ class Identifier:
         The audio is scanned in overlapping windows; consecutive windows matching the same track at a
         consistent offset are merged into one record.
         """
-        lcfg = self.reader.config
         try:
-            audio = load(path, lcfg.sample_rate, tail_seconds=outro_seconds or None)
+            audio = self._load(path, outro_seconds)
         except AudioError as e:
             return [Result(path=path, status="error", error=str(e))]
-        sr = lcfg.sample_rate
-        win, hop = int(self.config.window_s * sr), int(self.config.hop_s * sr)
-        y = audio.samples
-        starts = list(range(0, max(1, len(y) - win + hop), hop)) if len(y) > win else [0]
         found: list[Result] = []
-        for s in starts:
-            r = self.identify_samples(y[s:s + win], path=path, start_s=audio.start_s + s / sr, matched_range=True)
+        for r in self._scan(audio.samples, path, audio.start_s):
             if r.status != "match":
                 continue
             prev = found[-1] if found else None
@@ -148,8 +170,9 @@ class Identifier:
                 prev.confidence = max(prev.confidence, r.confidence)
             else:
                 found.append(r)
+        end_s = audio.start_s + len(audio.samples) / self.reader.config.sample_rate
         return found or [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
-                                query_end_s=round(audio.start_s + len(y) / sr, 3))]
+                                query_end_s=round(end_s, 3))]
 
     def identify_files(self, paths: Iterable[str], *, outro_seconds: float = 10.0) -> Iterable[Result]:
         for p in paths:

@@ -287,3 +287,15 @@ def test_uncommitted_writes_are_forgotten(refs, tmp_path):
     reader = IndexReader(str(idx))
     assert reader.catalog.totals()["tracks"] == 4
     assert all(e["who"] != "ghost" for e in reader.catalog.log_entries())
+
+
+def test_whole_long_file_is_scanned_in_windows(refs, tmp_path):
+    build_index(reference_specs(str(refs)), tmp_path / "idx", jobs=1)
+    ident = Identifier.open(tmp_path / "idx")
+    y, _ = sf.read(refs / "song2.wav", dtype="float32")
+    talk = synth.speech_like(7, 50.0, SR)
+    long = _write(tmp_path / "programme.wav", np.concatenate([talk, y[:20 * SR], talk[:20 * SR]]))
+    r = ident.identify_file(str(long), outro_seconds=0)
+    assert (r.status, r.label) == ("match", "song2")
+    assert 48 <= r.query_start_s <= 56 and r.query_end_s <= 72
+    assert ident.identify_file(str(long), outro_seconds=10).status == "no_match"  # the outro is talk
