@@ -297,5 +297,6 @@ def test_whole_long_file_is_scanned_in_windows(refs, tmp_path):
     long = _write(tmp_path / "programme.wav", np.concatenate([talk, y[:20 * SR], talk[:20 * SR]]))
     r = ident.identify_file(str(long), outro_seconds=0)
     assert (r.status, r.label) == ("match", "song2")
-    assert 48 <= r.query_start_s <= 56 and r.query_end_s <= 72
+    assert 49 <= r.query_start_s and r.query_end_s <= 71
+    assert r.offset_s == pytest.approx(r.query_start_s - 50.0, abs=0.1)  # where the song plays in the file
     assert ident.identify_file(str(long), outro_seconds=10).status == "no_match"  # the outro is talk
