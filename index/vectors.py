@@ -1,0 +1,141 @@
+"""Dense embeddings in FAISS, one small index per postings segment.
+
+Each segment that holds embeddings has a ``vectors.faiss`` beside its postings, written once (like the postings:
+adds write a new segment, never rewrite an old one).  Vector ids pack the catalog track id and the window number,
+so a neighbour names its track.  Removed tracks are filtered out of search results by id, which works for every
+FAISS index type, including those that cannot delete (HNSW); the next build drops them for good.
+
+The index type is a FAISS ``index_factory`` string.  ``"Flat"`` (exact inner product over L2-normalised
+vectors, i.e. cosine similarity) is the default; approximate types such as ``"IVF256,Flat"`` or ``"HNSW32"`` suit
+large indexes.  Inputs must be C-contiguous float32 (FAISS rejects float64, which numpy 2 readily produces).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW_BITS = 20          # vector id = track_id << WINDOW_BITS | window number
+FILENAME = "vectors.faiss"
+
+
+def vector_ids(track_id: int, n_windows: int) -> np.ndarray:
+    """Ids of a track's ``n_windows`` embedding vectors."""
+    if n_windows >= 1 << WINDOW_BITS:
+        raise ValueError(f"too many windows for one track ({n_windows})")
+    return (np.int64(track_id) << WINDOW_BITS) | np.arange(n_windows, dtype=np.int64)
+
+
+def track_of(ids: np.ndarray) -> np.ndarray:
+    """Track ids of vector ids (-1 stays -1: FAISS' 'no result')."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where(ids < 0, -1, ids >> WINDOW_BITS)
+
+
+def _as_float32(vectors: np.ndarray) -> np.ndarray:
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    if v.ndim != 2:
+        raise ValueError(f"expected a (n, dim) matrix, got shape {v.shape}")
+    return v
+
+
+def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str):
+    """A FAISS index of ``factory`` type over ``vectors`` (inner product), with ``ids``.
+
+    IVF types are trained on the vectors themselves; with too few vectors for the requested number of lists,
+    the list count shrinks to what the data can train (FAISS wants ~39 vectors per list).
+    """
+    import faiss
+
+    vectors = _as_float32(vectors)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n, dim = vectors.shape
+    spec = factory.strip()
+    if spec.upper().startswith("IVF"):
+        head, _, rest = spec.partition(",")
+        nlist = int(head[3:])
+        spec = f"IVF{max(1, min(nlist, n // 39))},{rest or 'Flat'}"
+    index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(vectors)
+    # IVF indexes take ids themselves; others (Flat, HNSW) need an id map.
+    if isinstance(index, faiss.IndexIVF):
+        index.add_with_ids(vectors, ids)
+        return index
+    mapped = faiss.IndexIDMap2(index)
+    mapped.add_with_ids(vectors, ids)
+    return mapped
+
+
+def write_vectors(segment_dir: str, vectors: np.ndarray, ids: np.ndarray, factory: str) -> None:
+    """Write a segment's vector index (to a temporary name, fsynced, then renamed)."""
+    import faiss
+
+    path = os.path.join(segment_dir, FILENAME)
+    tmp = path + ".tmp"
+    faiss.write_index(build_faiss(vectors, ids, factory), tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class VectorSegment:
+    """One segment's vector index, opened for search."""
+
+    name: str
+    index: object
+
+    @classmethod
+    def open(cls, segment_dir: str) -> "VectorSegment | None":
+        """The segment's vector index, memory-mapped where FAISS can; None when the segment has none."""
+        import faiss
+
+        path = os.path.join(segment_dir, FILENAME)
+        if not os.path.exists(path):
+            return None
+        index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+        try:
+            ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:  # not an IVF index
+            ivf = None
+        if ivf is not None:
+            # Probe an eighth of the lists: recall@10 well above 0.95 at a fraction of the exact cost.
+            ivf.nprobe = max(1, ivf.nlist // 8)
+        return cls(os.path.basename(segment_dir), index)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, vector ids), each ``(n_queries, k)``; missing results have id -1."""
+        return self.index.search(_as_float32(queries), k)
+
+
+def search_segments(segments: list[VectorSegment], queries: np.ndarray, k: int,
+                    removed_tracks: set[int] | frozenset[int] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` neighbours over all segments, skipping vectors of removed tracks.
+
+    Returns ``(similarities, vector ids)`` of shape ``(n_queries, k)``, best first, id -1 where fewer exist.
+    """
+    queries = _as_float32(queries)
+    n = len(queries)
+    sims = np.full((n, k), -np.inf, np.float32)
+    ids = np.full((n, k), -1, np.int64)
+    # Over-fetch so that filtering removed tracks still leaves k results.
+    fetch = k + min(len(removed_tracks) * 8, 1024)
+    for seg in segments:
+        if len(seg) == 0:
+            continue
+        s, i = seg.search(queries, min(fetch, len(seg)))
+        if removed_tracks:
+            dead = np.isin(track_of(i), list(removed_tracks))
+            s = np.where(dead, -np.inf, s)
+            i = np.where(dead, -1, i)
+        s, i = np.concatenate([sims, s], axis=1), np.concatenate([ids, i], axis=1)
+        i = np.where(i < 0, -1, i)
+        s = np.where(i < 0, -np.inf, s)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        sims, ids = np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
+    return sims, ids
