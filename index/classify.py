@@ -1,0 +1,87 @@
+"""Music / dialogue / both by a distance-weighted vote of labelled nearest neighbours, with abstention.
+
+Works on the output of :func:`index.vectors.search_segments` (similarities and vector ids, best first) and the
+classes the catalog gives the neighbours' tracks.  It abstains (``unknown``) instead of guessing when the nearest
+labelled neighbour is not similar enough or the vote is split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .vectors import track_of
+
+CLASSES = ("music", "dialogue", "both")
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """How neighbours vote.
+
+    Attributes
+    ----------
+    k : int
+        Labelled neighbours (windows) that vote.
+    sharpness : float
+        A neighbour's weight is ``exp(sharpness * similarity)``: closer neighbours count more.
+    min_similarity : float
+        Abstain when the nearest labelled neighbour's cosine similarity is below this (the query is unlike
+        anything labelled).
+    min_share : float
+        Abstain when the winning class holds less than this share of the vote.
+    neighbours : int
+        Distinct tracks reported as "sounds like".
+    """
+
+    k: int = 10
+    sharpness: float = 10.0
+    min_similarity: float = 0.3
+    min_share: float = 0.6
+    neighbours: int = 3
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The vote's outcome for one query window."""
+
+    klass: str                                  # music | dialogue | both | unknown
+    confidence: float                           # winning share of the vote (0 when nobody voted)
+    neighbours: list[tuple[int, float]]         # (track id, similarity), most similar first, distinct tracks
+
+
+def classify(sims: np.ndarray, ids: np.ndarray, class_of: dict[int, str | None],
+             cfg: ClassifyConfig = ClassifyConfig()) -> Classification:
+    """Vote over one query's neighbours.
+
+    Parameters
+    ----------
+    sims, ids : np.ndarray
+        One row of :func:`index.vectors.search_segments` output (best first; id -1 = no result).
+    class_of : dict
+        Class of each neighbour track (None or missing = unlabelled: reported as a neighbour, no vote).
+    cfg : ClassifyConfig
+    """
+    tracks = track_of(ids)
+    valid = tracks >= 0
+    sims, tracks = np.asarray(sims, dtype=np.float64)[valid], tracks[valid]
+    neighbours: list[tuple[int, float]] = []
+    for t, s in zip(tracks.tolist(), sims.tolist()):
+        if all(t != n for n, _ in neighbours):
+            neighbours.append((t, round(s, 4)))
+        if len(neighbours) == cfg.neighbours:
+            break
+    labelled = [(c, s) for c, s in ((class_of.get(t), s) for t, s in zip(tracks.tolist(), sims.tolist()))
+                if c in CLASSES][: cfg.k]
+    if not labelled:
+        return Classification(UNKNOWN, 0.0, neighbours)
+    votes = dict.fromkeys(CLASSES, 0.0)
+    top = max(s for _, s in labelled)
+    for c, s in labelled:
+        votes[c] += float(np.exp(cfg.sharpness * (s - top)))  # relative to the best: no overflow
+    winner = max(votes, key=votes.get)
+    share = votes[winner] / sum(votes.values())
+    if top < cfg.min_similarity or share < cfg.min_share:
+        return Classification(UNKNOWN, round(share, 4), neighbours)
+    return Classification(winner, round(share, 4), neighbours)

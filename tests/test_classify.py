@@ -1,0 +1,35 @@
+"""kNN vote with abstention, on hand-made neighbour lists."""
+from __future__ import annotations
+
+import numpy as np
+
+from audioid.index.classify import ClassifyConfig, classify
+from audioid.index.vectors import vector_ids
+
+
+def _ids(*tracks: int) -> np.ndarray:
+    return np.array([vector_ids(t, 1)[0] for t in tracks] + [-1])
+
+
+def test_majority_of_close_labelled_neighbours_wins():
+    classes = {1: "music", 2: "music", 3: "dialogue", 4: None}
+    r = classify(np.array([0.9, 0.88, 0.5, 0.95, -np.inf]), _ids(1, 2, 3, 4), classes)
+    assert r.klass == "music" and r.confidence > 0.9
+    # Unlabelled tracks are neighbours but do not vote; neighbours are distinct tracks, most similar first.
+    assert [t for t, _ in r.neighbours] == [1, 2, 3]
+
+
+def test_abstains_when_far_or_split():
+    classes = {1: "music", 2: "dialogue"}
+    far = classify(np.array([0.1, 0.05, -np.inf]), _ids(1, 2), classes)
+    assert far.klass == "unknown"
+    split = classify(np.array([0.8, 0.8, -np.inf]), _ids(1, 2), classes)
+    assert split.klass == "unknown" and split.confidence == 0.5
+    nobody = classify(np.array([0.9, -np.inf]), _ids(5), classes)
+    assert (nobody.klass, nobody.confidence) == ("unknown", 0.0)
+
+
+def test_closer_neighbours_count_more():
+    classes = {1: "both", 2: "dialogue", 3: "dialogue"}
+    r = classify(np.array([0.95, 0.6, 0.6, -np.inf]), _ids(1, 2, 3), classes, ClassifyConfig(sharpness=20.0))
+    assert r.klass == "both"
