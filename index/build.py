@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -284,28 +285,35 @@ def _resolve(catalog: Catalog, refs: Sequence[str | int], path: str) -> list[Tra
     return list(found.values())
 
 
-def remove_from_index(path: str, refs: Sequence[str | int], *, who: str | None = None) -> list[Track]:
-    """Remove tracks (by id or label) from the index; effective for the next query, no rebuild.
-
-    Their postings stay in the immutable segments and are ignored (the next build drops them); readers of
-    the previous generation still see them.  Every removal is logged.
-    """
+@contextmanager
+def _catalog_change(path: str) -> Iterator[tuple[dict, int, Catalog]]:
+    """Lock the index for a catalog-only change; yields (manifest, the generation it will commit, catalog)."""
     path = os.fspath(path)
-    read_manifest(path)
+    read_manifest(path)  # fail before taking the lock if it is not an index
     with writer_lock(path):
         manifest = read_manifest(path)
         gen = int(manifest["generation"]) + 1
         catalog = Catalog(os.path.join(path, manifest["catalog"]), manifest["segments"])
         try:
             catalog.forget_uncommitted(gen - 1)
-            tracks = _resolve(catalog, refs, path)
-            catalog.mark_removed([t.id for t in tracks], gen)
-            catalog.log(({"at": now_iso(), "who": who or default_who(), "action": "remove",
-                          "content_hash": t.content_hash, "track_id": t.id, "label": t.label} for t in tracks), gen)
+            yield manifest, gen, catalog
         finally:
             catalog.close()
+
+
+def remove_from_index(path: str, refs: Sequence[str | int], *, who: str | None = None) -> list[Track]:
+    """Remove tracks (by id or label) from the index; effective for the next query, no rebuild.
+
+    Their postings stay in the immutable segments and are ignored (the next build drops them); readers of
+    the previous generation still see them.  Every removal is logged.
+    """
+    with _catalog_change(path) as (manifest, gen, catalog):
+        tracks = _resolve(catalog, refs, path)
+        catalog.mark_removed([t.id for t in tracks], gen)
+        catalog.log(({"at": now_iso(), "who": who or default_who(), "action": "remove",
+                      "content_hash": t.content_hash, "track_id": t.id, "label": t.label} for t in tracks), gen)
         removed = list(manifest.get("removed", [])) + [[t.frame_start, t.frame_count] for t in tracks]
-        write_manifest(path, dict(manifest, generation=gen, removed=removed, updated_at=now_iso()))
+        write_manifest(os.fspath(path), dict(manifest, generation=gen, removed=removed, updated_at=now_iso()))
         return tracks
 
 
@@ -316,24 +324,14 @@ def relabel_in_index(path: str, track_id: int, *, label: str | None = None, klas
         raise ValueError(f"class must be one of {', '.join(CLASSES)}, got {klass!r}")
     if all(v is None for v in (label, klass, title, artist)):
         raise ValueError("nothing to change: give a label, class, title or artist")
-    path = os.fspath(path)
-    read_manifest(path)
-    with writer_lock(path):
-        manifest = read_manifest(path)
-        gen = int(manifest["generation"]) + 1
-        catalog = Catalog(os.path.join(path, manifest["catalog"]), manifest["segments"])
-        try:
-            catalog.forget_uncommitted(gen - 1)
-            track = catalog.get(int(track_id))
-            if track is None:
-                raise IndexStoreError(f"{path}: no track with id {track_id}")
-            catalog.update_labels(track.id, label=label, title=title, artist=artist, **{"class": klass})
-            catalog.log([{"at": now_iso(), "who": who or default_who(), "action": "relabel",
-                          "content_hash": track.content_hash, "track_id": track.id, "label": label,
-                          "class": klass, "title": title, "artist": artist}], gen)
-            track = catalog.get(track.id)
-        finally:
-            catalog.close()
+    with _catalog_change(path) as (manifest, gen, catalog):
+        track = catalog.get(int(track_id))
+        if track is None:
+            raise IndexStoreError(f"{path}: no track with id {track_id}")
+        catalog.update_labels(track.id, label=label, title=title, artist=artist, **{"class": klass})
+        catalog.log([{"at": now_iso(), "who": who or default_who(), "action": "relabel",
+                      "content_hash": track.content_hash, "track_id": track.id, "label": label,
+                      "class": klass, "title": title, "artist": artist}], gen)
         # A new generation tells long-running readers (a server) that something changed.
-        write_manifest(path, dict(manifest, generation=gen, updated_at=now_iso()))
-        return track
+        write_manifest(os.fspath(path), dict(manifest, generation=gen, updated_at=now_iso()))
+        return catalog.get(track.id)
