@@ -27,12 +27,12 @@ class Candidate:
     segment: int          # index into the segment list
     track_row: int        # row in that segment's track table
     track_id: int
-    votes: int            # distinct query hashes agreeing on the offset
+    votes: int            # distinct (query anchor, reference anchor) pairs agreeing on the offset
     hits: int             # postings the query's hashes retrieved in all (the background)
     false_alarms: float   # expected number of random piles at least this large (E)
     offset_frames: int    # reference frame (within the track) aligned with query frame 0
     speed: float
-    first_frame: int      # query frames spanned by the matching hashes
+    first_frame: int      # densest run of matching query anchors (reference time axis)
     last_frame: int
 
 
