@@ -108,10 +108,14 @@ def _hits_by_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfi
     return out
 
 
-def _top_offsets(diff: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` offsets with the most votes (+-1 frame tolerance), at least 3 frames apart."""
-    uniq, counts = np.unique(diff, return_counts=True)
-    csum = np.concatenate([[0], np.cumsum(counts)])
+def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` offsets with the most votes (+-1 frame tolerance), at least 3 frames apart.
+
+    ``diff_sorted`` is the hits' offsets, sorted.
+    """
+    starts = np.flatnonzero(np.concatenate([[True], diff_sorted[1:] != diff_sorted[:-1]]))
+    uniq = diff_sorted[starts]
+    csum = np.append(starts, len(diff_sorted))  # hits before each distinct offset, and in all
     smooth = csum[np.searchsorted(uniq, uniq + 1, side="right")] - csum[np.searchsorted(uniq, uniq - 1)]
     order = np.argsort(-smooth, kind="stable")[: 8 * k]
     chosen: list[int] = []
@@ -155,9 +159,12 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
         return None
     values, qtimes = hits
     diff = values - qtimes
+    order = np.argsort(diff, kind="stable")
+    diff_sorted = diff[order]
     best: Candidate | None = None
-    for off in _top_offsets(diff, 5):
-        sel = np.abs(diff - off) <= 1
+    for off in _top_offsets(diff_sorted, 5):
+        # The pile: hits within one frame of the offset, a slice of the sorted order.
+        sel = order[np.searchsorted(diff_sorted, off - 1): np.searchsorted(diff_sorted, off + 1, side="right")]
         # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
         # one piece of evidence, not several.
         votes = len(np.unique(qtimes[sel] * 3 + (diff[sel] - off + 1)))
