@@ -113,10 +113,11 @@ def partition(packages: list[str], n_folds: int, seed: int) -> dict[str, int]:
     return {p: i % n_folds for i, p in enumerate(order)}
 
 
-def make_examples(clips: list[Clip], rng: np.random.Generator) -> list[tuple[str, str, str, np.ndarray]]:
-    """(label, group, package key, samples): music and dialogue clips as they are, plus one *both* per dialogue
-    clip, mixed over a music clip drawn from music packages of the same side of the split."""
-    out = [(c.kind, c.source, c.package, c.samples) for c in clips]
+def make_examples(clips: list[Clip], rng: np.random.Generator
+                  ) -> list[tuple[str, str, str, np.ndarray, float]]:
+    """(label, group, package key, samples, music-to-speech dB or nan): music and dialogue clips as they are,
+    plus one *both* per dialogue clip, mixed over a music clip drawn from the same side of the split."""
+    out = [(c.kind, c.source, c.package, c.samples, float("nan")) for c in clips]
     music = [c for c in clips if c.kind == "music"]
     for c in clips:
         if c.kind != "dialogue" or not music:
@@ -124,7 +125,7 @@ def make_examples(clips: list[Clip], rng: np.random.Generator) -> list[tuple[str
         m = music[int(rng.integers(len(music)))]
         ratio = float(rng.uniform(-12.0, 6.0))        # music-to-speech power ratio in dB
         mix = synth.mix_at_snr(m.samples, c.samples, ratio)
-        out.append(("both", f"{c.source}+{m.source}", f"{c.package}+{m.package}", mix))
+        out.append(("both", f"{c.source}+{m.source}", f"{c.package}+{m.package}", mix, ratio))
     return out
 
 
@@ -202,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     # Mixes pair speech and music of the same fold, so a "both" clip's packages are all on one side of a split.
     examples = []
     for f in range(args.folds):
-        for lab, grp, pkg, y in make_examples([c for c in clips if fold_of[c.package] == f], rng):
-            examples.append((lab, grp, pkg, f, y))
+        for lab, grp, pkg, y, ratio in make_examples([c for c in clips if fold_of[c.package] == f], rng):
+            examples.append((lab, grp, pkg, f, y, ratio))
 
     t_first = time.perf_counter()
     embed(examples[0][4], cfg.sample_rate, cfg)
@@ -249,6 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---|" * len(CLASSES))
     for i, c in enumerate(CLASSES):
         print(f"| {c} | " + " | ".join(str(v) for v in conf[i]) + " |")
+    ratios = np.array([e[5] for e in examples])
+    print("\n*both* clips by music-to-speech ratio: share predicted both / music / dialogue / abstained:\n")
+    print("| ratio (dB) | clips | both | music | dialogue | abstained |")
+    print("|---|---|---|---|---|---|")
+    for lo in range(-12, 6, 3):
+        sel = (labels == 2) & (ratios >= lo) & (ratios < lo + 3)
+        share = [np.mean(preds[sel] == c) for c in (2, 0, 1, -1)]
+        print(f"| {lo:+d} to {lo + 3:+d} | {int(sel.sum())} | " + " | ".join(f"{100 * v:.0f} %" for v in share) + " |")
     print(f"\nEmbedding speed: {speed:.0f}x real time on one core ({1000 * t_embed / len(examples):.1f} ms per 10 s "
           f"clip, {len(examples)} clips); first call in this process {1000 * t_first:.0f} ms (filter set-up).")
     return 0

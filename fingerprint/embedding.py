@@ -45,7 +45,7 @@ cosine similarity.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -55,7 +55,11 @@ from scipy import fft as sfft
 # carry no information, and a fixed floor keeps the output finite.
 _POWER_FLOOR = 1e-10
 
-BLOCKS = ("logmel", "mfcc", "contrast", "flatness", "rhythm", "chroma", "speech")
+# Band groups of the background spectrum, and the share of quietest frames that make the background.
+_N_BG_BANDS = 8
+_BG_SHARE = 0.3
+
+BLOCKS = ("logmel", "mfcc", "contrast", "flatness", "rhythm", "chroma", "speech", "background")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class EmbeddingConfig:
     pulse_max_s: float = 1.5
     stability_lags: tuple = (1, 5)
     block_weights: tuple = (("logmel", 1.0), ("mfcc", 1.0), ("contrast", 1.0), ("flatness", 0.5),
-                            ("rhythm", 1.0), ("chroma", 1.0), ("speech", 2.0))
+                            ("rhythm", 1.0), ("chroma", 1.0), ("speech", 2.0), ("background", 1.0))
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
@@ -161,6 +165,7 @@ def _block_sizes(cfg: EmbeddingConfig) -> dict[str, int]:
         "rhythm": 3,
         "chroma": 12 + 2,
         "speech": 3 + 2 + 1 + 2 + 2 + 2 * len(cfg.stability_lags),
+        "background": 4 + _N_BG_BANDS + 3 + 2,
     }
 
 
@@ -178,6 +183,10 @@ def feature_names(cfg: EmbeddingConfig = EmbeddingConfig()) -> list[str]:
               "speech.centroid_mean", "speech.centroid_std"]
     for lag in cfg.stability_lags:
         names += [f"speech.stability{lag}_mean", f"speech.stability{lag}_std"]
+    names += [f"background.energy_p{q}" for q in (10, 25, 50, 90)]
+    names += [f"background.logmel{i}" for i in range(_N_BG_BANDS)]
+    names += ["background.contrast", "background.flatness", "background.stability"]
+    names += ["background.midflux_ratio_mean", "background.midflux_ratio_std"]
     return names
 
 
@@ -274,7 +283,7 @@ class _Frames:
     zcr: np.ndarray         # (T,)
     centroid: np.ndarray    # (T,) Hz
     whitened: np.ndarray    # (T, bins) half-wave rectified, L2-normalised whitened log spectrum (stability)
-    extra: dict = field(default_factory=dict)
+    midflux: np.ndarray     # (T,) share of the log-mel rise into frame t that is in 300-3000 Hz
 
 
 def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
@@ -305,7 +314,14 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     flatness = np.exp(np.mean(np.log(power[:, 1:] + _POWER_FLOOR), axis=1)) / (power[:, 1:].mean(axis=1)
                                                                                + _POWER_FLOOR)
     flux = np.zeros(len(power), np.float32)
-    flux[1:] = np.maximum(np.diff(logmel, axis=0), 0.0).mean(axis=1)
+    rise = np.maximum(np.diff(logmel, axis=0), 0.0)
+    flux[1:] = rise.mean(axis=1)
+    # Share of each frame's rise that falls in the speech formant bands.
+    mel_centres = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin_hz), _hz_to_mel(min(cfg.fmax_hz, cfg.sample_rate / 2)),
+                                          cfg.n_mels + 2))[1:-1]
+    formant = (mel_centres >= 300.0) & (mel_centres <= 3000.0)
+    midflux = np.zeros(len(power), np.float32)
+    midflux[1:] = rise[:, formant].sum(axis=1) / (rise.sum(axis=1) + 1e-3)
 
     chroma = power @ chroma_fb.T
     chroma /= chroma.sum(axis=1, keepdims=True) + _POWER_FLOOR
@@ -328,7 +344,8 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
 
     return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness.astype(np.float32),
                    flux=flux, chroma=chroma, energy_db=energy_db.astype(np.float32),
-                   zcr=zcr.astype(np.float32), centroid=centroid.astype(np.float32), whitened=white)
+                   zcr=zcr.astype(np.float32), centroid=centroid.astype(np.float32), whitened=white,
+                   midflux=midflux)
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
@@ -351,15 +368,15 @@ def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
     return float(np.max(ac[lo: min(hi, len(x) - 2) + 1]))
 
 
-def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> float:
-    """Share of the envelope's modulation power at 3-6 Hz among 0.5-25 Hz."""
+def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
+    """Share of each envelope's modulation power at 3-6 Hz among 0.5-25 Hz; ``env_db`` is ``(frames, bands)``."""
     if len(env_db) < 8:
-        return 0.0
-    x = env_db - env_db.mean()
-    spec = np.abs(sfft.rfft(x * np.hanning(len(x)))) ** 2
+        return np.zeros(env_db.shape[1])
+    x = (env_db - env_db.mean(axis=0)) * np.hanning(len(env_db))[:, None]
+    spec = np.abs(sfft.rfft(x, axis=0)) ** 2
     f = np.fft.rfftfreq(len(x), d=cfg.frame_seconds)
-    total = spec[(f >= 0.5) & (f <= 25.0)].sum()
-    return float(spec[(f >= 3.0) & (f <= 6.0)].sum() / total) if total > 1e-9 else 0.0
+    total = spec[(f >= 0.5) & (f <= 25.0)].sum(axis=0)
+    return np.where(total > 1e-9, spec[(f >= 3.0) & (f <= 6.0)].sum(axis=0) / np.maximum(total, 1e-9), 0.0)
 
 
 def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
@@ -402,8 +419,9 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     # Syllable-rate modulation in three band groups (low, speech formants, high).
     m = cfg.n_mels
     groups = (slice(0, m // 4), slice(m // 4, 3 * m // 4), slice(3 * m // 4, m))
-    lin = 10.0 ** (logmel / 10.0)
-    mods = [_modulation_share(10.0 * np.log10(lin[:, g].sum(axis=1) + _POWER_FLOOR), cfg) for g in groups]
+    # Per band, then averaged: speech formants between loud music partials still modulate their own bands.
+    share = _modulation_share(logmel, cfg)
+    mods = [share[g].mean() for g in groups]
     elin = 10.0 ** ((energy - energy.max()) / 10.0)
     low_energy = float(np.mean(elin < 0.5 * elin.mean()))           # Scheirer & Slaney's low-energy ratio
     pauses = float(np.mean(energy < energy.max() - 30.0))            # near-silent frames
@@ -419,6 +437,23 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
             parts += [[s.mean(), s.std()]]
         else:
             parts += [[1.0, 0.0]]
+
+    # Background: what is left between the loudest events.  Under dialogue it is silence or room noise; under
+    # speech over music it is the music bed (tonal, contrasted, stable partials).
+    parts += [(np.percentile(energy, (10, 25, 50, 90)) - level) / 10.0]
+    n_bg = max(1, int(round(_BG_SHARE * len(energy))))
+    quiet = np.sort(np.argsort(energy, kind="stable")[:n_bg])
+    bg_mel = logmel[quiet].mean(axis=0) - level
+    parts += [[g.mean() for g in np.array_split(bg_mel, _N_BG_BANDS)]]
+    bg_stab = 1.0
+    if len(w) > 1:
+        q = quiet[quiet < len(w) - 1]
+        if len(q):
+            bg_stab = float((w[q] * w[q + 1]).sum(axis=1).mean())
+    parts += [[fr.contrast[a:b][quiet].mean(), fr.flatness[a:b][quiet].mean(), bg_stab]]
+    # Speech adds onsets in the formant bands (300-3000 Hz) that music alone spreads over the spectrum.
+    mid = fr.midflux[a:b]
+    parts += [[mid.mean(), mid.std()]]
     out = np.concatenate([np.ravel(np.asarray(p, dtype=np.float32)) for p in parts])
     return out
 
