@@ -74,8 +74,8 @@ def load_clips(corpus: str, sr: int, music_clips: int, speech_clips: int) -> lis
     cache = os.path.join(CACHE, f"embedding_eval_clips_{key}.npz")
     if os.path.exists(cache):
         z = np.load(cache, allow_pickle=False)
-        meta = z["meta"]
-        return [Clip(str(k), str(p), str(s), float(t), z["audio"][i].astype(np.float32))
+        meta, audio = z["meta"], z["audio"]          # each z[...] access decodes the member again: once only
+        return [Clip(str(k), str(p), str(s), float(t), audio[i].astype(np.float32))
                 for i, (k, p, s, t) in enumerate(meta)]
     clips: list[Clip] = []
     with open(os.path.join(corpus, "manifest.csv"), newline="") as f:
