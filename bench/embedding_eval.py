@@ -27,7 +27,6 @@ import hashlib
 import os
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np

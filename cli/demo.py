@@ -12,10 +12,14 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from .output import Column, TableWriter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SR = 22050
 SONGS = [  # (label, title, seed, seconds)

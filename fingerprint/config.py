@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
+def config_from_dict(cls, d: dict):
+    """Rebuild a config dataclass from its dict (as stored in an index), refusing keys it does not know: an
+    index written by a newer version must not be read with silently dropped parameters."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class LandmarkConfig:
     """Parameters of the spectral-peak landmark fingerprint (Wang 2003, with an asymmetric query side).
@@ -79,8 +88,4 @@ class LandmarkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LandmarkConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown landmark config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)

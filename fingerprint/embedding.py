@@ -45,11 +45,13 @@ cosine similarity.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
+
+from .config import config_from_dict
 
 # Power floor of the log spectra, relative to a full-scale sine (-100 dB): digital silence and dither
 # carry no information, and a fixed floor keeps the output finite.
@@ -147,11 +149,7 @@ class EmbeddingConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown embedding config keys: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------------------------------------------- layout

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..fingerprint.audio import AudioError, load
 from ..fingerprint.landmarks import query_peaks
-from .match import Candidate, match, speed_grid
+from .match import match, speed_grid
 from .result import Result
 from .store import IndexReader
 

@@ -67,7 +67,7 @@ def test_validation_errors(y, sr, match):
 def test_config_round_trip_and_refusals():
     d = json.loads(json.dumps(CFG.to_dict()))
     assert EmbeddingConfig.from_dict(d) == CFG
-    with pytest.raises(ValueError, match="unknown embedding config keys"):
+    with pytest.raises(ValueError, match="unknown EmbeddingConfig keys"):
         EmbeddingConfig.from_dict({**d, "bogus": 1})
     with pytest.raises(ValueError, match="multiple of hop_length"):
         EmbeddingConfig(hop_s=5.01)
