@@ -117,7 +117,9 @@ def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
     uniq = diff_sorted[starts]
     csum = np.append(starts, len(diff_sorted))  # hits before each distinct offset, and in all
     smooth = csum[np.searchsorted(uniq, uniq + 1, side="right")] - csum[np.searchsorted(uniq, uniq - 1)]
-    order = np.argsort(-smooth, kind="stable")[: 8 * k]
+    m = min(8 * k, len(smooth))
+    top = np.argpartition(-smooth, m - 1)[:m] if m < len(smooth) else np.arange(len(smooth))
+    order = top[np.argsort(-smooth[top], kind="stable")]
     chosen: list[int] = []
     for j in order:
         if all(abs(int(uniq[j]) - c) > 2 for c in chosen):
@@ -159,7 +161,7 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
         return None
     values, qtimes = hits
     diff = values - qtimes
-    order = np.argsort(diff, kind="stable")
+    order = np.argsort(diff)
     diff_sorted = diff[order]
     best: Candidate | None = None
     for off in _top_offsets(diff_sorted, 5):

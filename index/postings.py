@@ -76,7 +76,7 @@ class Segment:
         Queries are sorted first, so each bucket is one contiguous slice of them and one ``searchsorted``.
         """
         hashes = np.asarray(hashes, dtype=np.uint32)
-        order = np.argsort(hashes, kind="stable")
+        order = np.argsort(hashes)
         sorted_hashes = hashes[order]
         high = sorted_hashes >> _LOW_BITS
         low = (sorted_hashes & 0xFFFF).astype(np.uint16)
