@@ -653,6 +653,21 @@ def _read_block(f, n: int) -> np.ndarray:
     return out[:max(0, got)]
 
 
+class _TailBlocks:
+    """Blocks read from a stream, of which only the last ``keep`` units (frames or bytes) are held."""
+
+    def __init__(self, keep: int | None):
+        self.keep, self.blocks, self.held, self.total = keep, [], 0, 0
+
+    def add(self, block) -> None:
+        self.blocks.append(block)
+        self.held += len(block)
+        self.total += len(block)
+        if self.keep is not None:
+            while len(self.blocks) > 1 and self.held - len(self.blocks[0]) >= self.keep:
+                self.held -= len(self.blocks.pop(0))
+
+
 def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     """Read an open SoundFile to its end in blocks; keep only the last ``keep`` frames when given.
 
@@ -660,27 +675,21 @@ def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     """
     import soundfile as sf
 
-    blocks: list[np.ndarray] = []
-    held = total = 0
+    tail = _TailBlocks(keep)
     while True:
         try:
             b = _read_block(f, _READ_BLOCK)
         except (sf.LibsndfileError, RuntimeError, ValueError, MemoryError) as e:
-            raise _MidStreamError(_sf_error(e), total) from None
+            raise _MidStreamError(_sf_error(e), tail.total) from None
         if len(b) == 0:
             break
-        blocks.append(b)
-        held += len(b)
-        total += len(b)
-        if keep is not None:
-            while len(blocks) > 1 and held - len(blocks[0]) >= keep:
-                held -= len(blocks.pop(0))
-    if not blocks:
+        tail.add(b)
+    if not tail.blocks:
         return np.zeros((0, max(1, f.channels)), np.float32), 0
-    data = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    data = tail.blocks[0] if len(tail.blocks) == 1 else np.concatenate(tail.blocks)
     if keep is not None and len(data) > keep:
         data = data[len(data) - keep:]
-    return data, total
+    return data, tail.total
 
 
 def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
@@ -840,9 +849,7 @@ def _ffmpeg_pcm(path: str, ffmpeg: str, rate: int, channels: int, sseof: float |
     cmd += ["-i", "file:" + os.path.abspath(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
             "-ac", str(channels), "-ar", str(rate), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
     frame_bytes = 4 * channels
-    keep_bytes = None if keep is None else keep * frame_bytes
-    blocks: list[bytes] = []
-    held = total = 0
+    tail = _TailBlocks(None if keep is None else keep * frame_bytes)
     # stderr goes to a file: a pipe could fill up (ffmpeg logs every bad packet) and deadlock both processes
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
@@ -851,12 +858,7 @@ def _ffmpeg_pcm(path: str, ffmpeg: str, rate: int, channels: int, sseof: float |
                 b = proc.stdout.read(1 << 20)
                 if not b:
                     break
-                blocks.append(b)
-                held += len(b)
-                total += len(b)
-                if keep_bytes is not None:
-                    while len(blocks) > 1 and held - len(blocks[0]) >= keep_bytes:
-                        held -= len(blocks.pop(0))
+                tail.add(b)
             rc = proc.wait()
         finally:
             if proc.poll() is None:
@@ -867,12 +869,12 @@ def _ffmpeg_pcm(path: str, ffmpeg: str, rate: int, channels: int, sseof: float |
         stderr = err.read().decode("utf-8", "replace")
     if rc != 0:
         raise AudioError(f"{path}: cannot decode audio (ffmpeg: {_short(stderr) or f'exit status {rc}'})")
-    raw = b"".join(blocks)
+    raw = b"".join(tail.blocks)
     n = len(raw) // frame_bytes
     if keep is not None:
         n = min(n, keep)
     data = np.frombuffer(raw, np.float32, count=n * channels, offset=len(raw) - n * frame_bytes)
-    return data.reshape(n, channels).copy(), total // frame_bytes
+    return data.reshape(n, channels).copy(), tail.total // frame_bytes
 
 
 def _decode_ffmpeg(path: str, tail: float | None, grid: int | None, *, reason: str) -> Decoded:
