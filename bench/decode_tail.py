@@ -68,15 +68,19 @@ def make_files(folder: str) -> dict[str, str]:
                         f.write(y[i:i + 8192])
         return p
 
-    cbr = mp3_minute("minute_cbr.mp3", ["-b:a", "128k", "-write_xing", "0"])
-    for minutes in (5, 60):
-        p = os.path.join(folder, f"cbr_{minutes}min.mp3")
+    def repeated(src: str, name: str, times: int) -> str:
+        """``src``'s bytes ``times`` over: a long stream whose MPEG frames all carry the same header."""
+        p = os.path.join(folder, name)
         if not os.path.exists(p):
-            with open(cbr, "rb") as f:
+            with open(src, "rb") as f:
                 data = f.read()
             with open(p, "wb") as f:
-                f.write(data * minutes)
-        paths[f"MP3 CBR 128k, {minutes} min, no header"] = p
+                f.write(data * times)
+        return p
+
+    cbr = mp3_minute("minute_cbr.mp3", ["-b:a", "128k", "-write_xing", "0"])
+    for minutes in (5, 60):
+        paths[f"MP3 CBR 128k, {minutes} min, no header"] = repeated(cbr, f"cbr_{minutes}min.mp3", minutes)
     if have_ffmpeg:
         # one continuous CBR encode (a repeated minute drifts off the CBR frame lattice at every join)
         p = os.path.join(folder, "cbr_60min_one_encode.mp3")
@@ -87,13 +91,7 @@ def make_files(folder: str) -> dict[str, str]:
         paths["MP3 CBR 128k, 60 min, no header, one encode"] = p
         vbr = mp3_minute("minute_vbr.mp3", ["-q:a", "2", "-write_xing", "0"])
         for minutes in (5, 60):
-            p = os.path.join(folder, f"vbr_{minutes}min_nox.mp3")
-            if not os.path.exists(p):
-                with open(vbr, "rb") as f:
-                    data = f.read()
-                with open(p, "wb") as f:
-                    f.write(data * minutes)
-            paths[f"MP3 VBR V2, {minutes} min, no header"] = p
+            paths[f"MP3 VBR V2, {minutes} min, no header"] = repeated(vbr, f"vbr_{minutes}min_nox.mp3", minutes)
             px = os.path.join(folder, f"vbr_{minutes}min_xing.mp3")
             if not os.path.exists(px):
                 _ffmpeg("-stream_loop", str(minutes - 1), "-i", vbr, "-c", "copy", px)

@@ -101,7 +101,7 @@ class Identifier:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match
             return base
         track = self.reader.catalog.get(cand.track_id)
-        if track is None:  # removed since this generation was opened
+        if track is None:  # postings name a track this generation's catalog lacks (a damaged index)
             return base
         offset_frames = cand.offset_frames
         if matched_range:
@@ -173,7 +173,3 @@ class Identifier:
         end_s = audio.start_s + len(audio.samples) / self.reader.config.sample_rate
         return found or [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
                                 query_end_s=round(end_s, 3))]
-
-    def identify_files(self, paths: Iterable[str], *, outro_seconds: float = 10.0) -> Iterable[Result]:
-        for p in paths:
-            yield self.identify_file(p, outro_seconds=outro_seconds)

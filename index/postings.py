@@ -98,11 +98,6 @@ class Segment:
         out_lo[order], out_hi[order] = lo, hi
         return out_lo, out_hi
 
-    def counts(self, hashes: np.ndarray) -> np.ndarray:
-        """Number of postings of each hash."""
-        lo, hi = self.ranges(hashes)
-        return hi - lo
-
     def gather(self, lo: np.ndarray, hi: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
         """The postings in ranges from :meth:`ranges`, as (index of the range, global frame) per hit.
 
