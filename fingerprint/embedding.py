@@ -39,12 +39,16 @@ Blocks (see :func:`feature_names` for every dimension):
 
 :func:`embed` gives the raw descriptor vector of one window; :func:`embed_windows` gives one vector per window along
 a reference track, computing the STFT once (a window's vector is exactly what :func:`embed` gives for its samples,
-because windows start on the frame grid).  A :class:`Standardizer` fitted on reference vectors and stored in the
-index standardises each dimension, weights each block equally and L2-normalises, so that inner product is
-cosine similarity.
+because windows start on the frame grid).  A :class:`Standardizer` maps raw vectors to index vectors: it
+standardises each dimension, weights each block, projects on the principal axes of real music, speech and
+speech-over-music (fewer dimensions: faster kNN) and L2-normalises, so that inner product is cosine similarity.
+The package ships one fixed transform per config version (:func:`default_standardizer`, fitted by
+``bench/fit_embedding_stats.py``), so vectors mean the same in every index and after every add.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -542,10 +546,12 @@ def embed_windows(y: np.ndarray, sr: int, cfg: EmbeddingConfig = EmbeddingConfig
 
 @dataclass(frozen=True)
 class Standardizer:
-    """Per-dimension standardisation fitted on reference vectors, then block weighting and L2 normalisation.
+    """The fixed map from raw vectors to index vectors: per-dimension standardisation, block weighting, an
+    optional linear projection, then L2 normalisation (so inner products are cosine similarities).
 
-    Stored in the index (``to_dict``) so queries are mapped exactly as the references were; inner products of
-    transformed vectors are cosine similarities.
+    The package ships one per embedding config version (:func:`default_standardizer`); an index copies it
+    (``to_dict``) at build and maps every reference and query with it, so an index grown by adds holds exactly
+    the vectors of one built in one go.
 
     Attributes
     ----------
@@ -555,32 +561,57 @@ class Standardizer:
         Multiplied in after standardising (:func:`block_weights`).
     config_version : int
         ``EmbeddingConfig.version`` of the vectors it was fitted on.
+    components : np.ndarray of float32 or None
+        ``(out_dim, dim)`` projection applied to the weighted vector (principal axes of the fit set): fewer
+        dimensions make exact kNN proportionally faster.  None keeps all ``dim`` dimensions.
     """
 
     mean: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
     config_version: int
+    components: np.ndarray | None = None
 
     @classmethod
-    def fit(cls, x: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig()) -> "Standardizer":
-        """Fit on raw vectors ``x`` of shape ``(n, dim)``, ``n >= 1``."""
+    def fit(cls, x: np.ndarray, cfg: EmbeddingConfig = EmbeddingConfig(), out_dim: int | None = None
+            ) -> "Standardizer":
+        """Fit on raw vectors ``x`` of shape ``(n, dim)``, ``n >= 1``.
+
+        With ``out_dim``, also fit a projection on the ``out_dim`` principal axes of the standardised, weighted
+        vectors (``out_dim <= min(n, dim)``); each axis' sign is fixed (largest coefficient positive) so that a
+        refit on the same data gives the same transform.
+        """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != embedding_dim(cfg):
             raise ValueError(f"expected raw vectors of shape (n >= 1, {embedding_dim(cfg)}), got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("vectors hold NaN or infinite values")
-        std = x.std(axis=0)
-        scale = np.where(std > 1e-8 * (1.0 + np.abs(x.mean(axis=0))), std, 1.0)
-        return cls(mean=x.mean(axis=0).astype(np.float32), scale=scale.astype(np.float32),
-                   weights=block_weights(cfg), config_version=cfg.version)
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(std > 1e-8 * (1.0 + np.abs(mean)), std, 1.0)
+        weights = block_weights(cfg)
+        components = None
+        if out_dim is not None:
+            if not 1 <= out_dim <= min(x.shape):
+                raise ValueError(f"out_dim must be in 1..{min(x.shape)} for {x.shape[0]} vectors, got {out_dim}")
+            _, _, vt = np.linalg.svd((x - mean) / scale * weights, full_matrices=False)
+            vt = vt[:out_dim]
+            vt *= np.sign(vt[np.arange(out_dim), np.argmax(np.abs(vt), axis=1)])[:, None]
+            components = vt.astype(np.float32)
+        return cls(mean=mean.astype(np.float32), scale=scale.astype(np.float32), weights=weights,
+                   config_version=cfg.version, components=components)
 
     @property
     def dim(self) -> int:
+        """Dimension of the raw vectors it takes."""
         return len(self.mean)
 
+    @property
+    def out_dim(self) -> int:
+        """Dimension of the vectors it gives (the FAISS index's)."""
+        return self.dim if self.components is None else len(self.components)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Standardised, weighted, L2-normalised float32 C-contiguous vectors; 1-D in gives ``(1, dim)`` out."""
+        """Index vectors, float32 C-contiguous ``(n, out_dim)``, unit length; 1-D in gives ``(1, out_dim)`` out."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
@@ -589,22 +620,71 @@ class Standardizer:
         if not np.isfinite(x).all():
             raise ValueError("vectors hold NaN or infinite values")
         z = (x - self.mean) / self.scale * self.weights
+        if self.components is not None:
+            z = z @ self.components.T
         norm = np.linalg.norm(z, axis=1, keepdims=True)
         z = z / np.where(norm > 0, norm, np.float32(1.0))  # an all-mean vector stays zero rather than NaN
         return np.ascontiguousarray(z, dtype=np.float32)
 
     def to_dict(self) -> dict:
+        """JSON-able form (float32 values survive a JSON round trip exactly)."""
         return {"config_version": self.config_version, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "weights": self.weights.tolist()}
+                "weights": self.weights.tolist(),
+                "components": None if self.components is None else self.components.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Standardizer":
-        known = {"config_version", "mean", "scale", "weights"}
-        if set(d) != known:
-            raise ValueError(f"standardizer needs keys {sorted(known)}, got {sorted(d)}")
+        required, known = {"config_version", "mean", "scale", "weights"}, {"components"}
+        if not required <= set(d) <= required | known:
+            raise ValueError(f"standardizer needs keys {sorted(required)} (optional: {sorted(known)}), "
+                             f"got {sorted(d)}")
         mean, scale, weights = (np.asarray(d[k], dtype=np.float32) for k in ("mean", "scale", "weights"))
         if not (mean.ndim == 1 and mean.shape == scale.shape == weights.shape):
             raise ValueError("standardizer mean, scale and weights must be 1-D of one length")
-        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
-            raise ValueError("standardizer scale must be positive and finite")
-        return cls(mean=mean, scale=scale, weights=weights, config_version=int(d["config_version"]))
+        if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale > 0).all()
+                and np.isfinite(weights).all()):
+            raise ValueError("standardizer scale must be positive and every value finite")
+        components = d.get("components")
+        if components is not None:
+            components = np.asarray(components, dtype=np.float32)
+            if not (components.ndim == 2 and 1 <= len(components) and components.shape[1] == len(mean)
+                    and np.isfinite(components).all()):
+                raise ValueError(f"standardizer components must be a finite (out_dim, {len(mean)}) matrix")
+            components = np.ascontiguousarray(components)
+        return cls(mean=mean, scale=scale, weights=weights, config_version=int(d["config_version"]),
+                   components=components)
+
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def standardizer_path(cfg: EmbeddingConfig = EmbeddingConfig()) -> str:
+    """Where the package keeps the shipped transform of ``cfg.version`` (written by bench/fit_embedding_stats.py)."""
+    return os.path.join(DATA_DIR, f"embedding-v{cfg.version}.json")
+
+
+@lru_cache(maxsize=4)
+def default_standardizer(cfg: EmbeddingConfig = EmbeddingConfig()) -> Standardizer:
+    """The shipped transform for ``cfg``: fitted once on real music, speech and speech-over-music (see
+    ``bench/fit_embedding_stats.py``), fixed for the config version.
+
+    Raises
+    ------
+    ValueError
+        The package holds no transform for ``cfg.version``, or the one it holds was fitted under other
+        embedding parameters than ``cfg``'s.
+    """
+    path = standardizer_path(cfg)
+    if not os.path.exists(path):
+        raise ValueError(f"no shipped embedding transform for embedding config version {cfg.version} "
+                         f"({path} is missing): fit one with bench/fit_embedding_stats.py")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if EmbeddingConfig.from_dict(data["config"]) != cfg:
+        raise ValueError(f"the shipped embedding transform v{cfg.version} was fitted under other embedding "
+                         f"parameters than the ones asked for; it fits only EmbeddingConfig(version={cfg.version})")
+    st = Standardizer.from_dict(data["standardizer"])
+    for a in (st.mean, st.scale, st.weights, st.components):
+        if a is not None:
+            a.flags.writeable = False        # one cached instance is shared by every caller
+    return st

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from audioid import synth
-from audioid.fingerprint.embedding import (EmbeddingConfig, Standardizer, embed, embed_windows, embedding_dim,
-                                           feature_names, window_starts)
+from audioid.fingerprint.embedding import (EmbeddingConfig, Standardizer, default_standardizer, embed,
+                                           embed_windows, embedding_dim, feature_names, window_starts)
 
 CFG = EmbeddingConfig()
 SR = CFG.sample_rate
@@ -115,6 +115,46 @@ def test_standardizer_round_trip_and_output():
         Standardizer.fit(x[:, :10], CFG)
     with pytest.raises(ValueError, match="keys"):
         Standardizer.from_dict({**st.to_dict(), "extra": 1})
+
+
+def test_projection_fit_round_trip_and_output():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, embedding_dim(CFG))).astype(np.float32) * rng.uniform(0.1, 10, embedding_dim(CFG))
+    st = Standardizer.fit(x, CFG, out_dim=8)
+    assert (st.dim, st.out_dim) == (embedding_dim(CFG), 8) and st.components.dtype == np.float32
+    # the axes are orthonormal, and a refit gives the same transform (signs are fixed)
+    np.testing.assert_allclose(st.components @ st.components.T, np.eye(8), atol=1e-5)
+    np.testing.assert_array_equal(Standardizer.fit(x, CFG, out_dim=8).components, st.components)
+    z = st.transform(x)
+    assert z.shape == (40, 8) and z.dtype == np.float32 and z.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    # projection, then normalisation: the full transform's output projected on the axes, renormalised
+    full = Standardizer(st.mean, st.scale, st.weights, st.config_version)
+    p = (x - st.mean) / st.scale * st.weights @ st.components.T
+    np.testing.assert_allclose(z, p / np.linalg.norm(p, axis=1, keepdims=True), rtol=1e-4, atol=1e-5)
+    assert full.out_dim == full.dim and full.to_dict()["components"] is None
+    back = Standardizer.from_dict(json.loads(json.dumps(st.to_dict())))
+    np.testing.assert_array_equal(back.components, st.components)
+    np.testing.assert_array_equal(back.transform(x), z)
+    with pytest.raises(ValueError, match="out_dim"):
+        Standardizer.fit(x, CFG, out_dim=41)
+    with pytest.raises(ValueError, match="components"):
+        Standardizer.from_dict({**st.to_dict(), "components": st.components[:, :10].tolist()})
+
+
+def test_default_standardizer_is_shipped_and_fixed():
+    st = default_standardizer(CFG)
+    assert st.config_version == CFG.version and st.dim == embedding_dim(CFG)
+    assert 16 <= st.out_dim < st.dim and st.components.shape == (st.out_dim, st.dim)
+    assert default_standardizer(CFG) is st and not st.mean.flags.writeable
+    z = st.transform(np.stack([embed(synth.music_track(1, 10.0, SR), SR, CFG),
+                               embed(synth.speech_like(1, 10.0, SR), SR, CFG)]))
+    assert z.shape == (2, st.out_dim) and np.isfinite(z).all()
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="no shipped embedding transform"):
+        default_standardizer(EmbeddingConfig(version=999))
+    with pytest.raises(ValueError, match="other embedding parameters"):
+        default_standardizer(EmbeddingConfig(n_mels=32))
 
 
 def _clips(seeds: range) -> tuple[np.ndarray, np.ndarray]:
