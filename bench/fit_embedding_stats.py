@@ -14,7 +14,7 @@ passage), and *both* clips (a dialogue clip mixed over a music clip at a music-t
 
 Usage::
 
-    OPENBLAS_NUM_THREADS=1 python bench/fit_embedding_stats.py [--out-dim 64] [--check]
+    OPENBLAS_NUM_THREADS=1 python bench/fit_embedding_stats.py [--out-dim 32] [--check]
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ TUNING_PACKAGES = frozenset({
     "wesnoth-1.16-music", "naev-data", "hedgewars-data", "drascula-music",
     "asterisk-core-sounds-en-g722", "asterisk-core-sounds-es-g722", "asterisk-prompt-it-menardi-wav"})
 FIT_SEED = 0
-DEFAULT_OUT_DIM = 64
+DEFAULT_OUT_DIM = 32
 
 
 @dataclass

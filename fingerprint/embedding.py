@@ -36,6 +36,22 @@ Blocks (see :func:`feature_names` for every dimension):
     between phrases); the std of frame energy (dynamics); zero-crossing rate mean and std (voiced/unvoiced alternation); spectral centroid mean
     and std; and harmonic stability, the similarity of consecutive whitened spectra at 20 ms and 100 ms lags
     (partials of held notes stay in place, those of speech glide with intonation).
+``background``
+    What is left between the loudest events: energy percentiles relative to the mean level, the log-mel
+    envelope, contrast, flatness and stability of the quietest 30 % of frames, and the share of each frame's
+    log-mel rise that falls in the formant bands.  Under dialogue the background is silence or room noise;
+    under speech over music it is the music bed.
+``change``
+    How the spectral envelope changes: the distribution (10th, 50th, 90th percentile relative to the mean, and
+    log kurtosis) of the per-frame norm of MFCC deltas, for c1-12, c1-4 (tilt, formant balance), c5-12
+    (formant detail) and c13-19 (fine structure).  Speech changes in bursts (syllable onsets, formant
+    transitions) between steadier vowels: a heavy-tailed distribution, which survives under music louder than
+    the speech, whose envelope changes more evenly.
+``persistence``
+    How long spectral peaks stay put: the share of bins of the whitened spectrum (100-4000 Hz) that stand out
+    as peaks, and the share of peak bin-frames that belong to runs of at least 100 ms and 300 ms in the same
+    bin (overall, and the 10th and 50th percentile over frames).  Held notes make long runs even under speech;
+    speech harmonics glide and break them.
 
 :func:`embed` gives the raw descriptor vector of one window; :func:`embed_windows` gives one vector per window along
 a reference track, computing the STFT once (a window's vector is exactly what :func:`embed` gives for its samples,
@@ -65,7 +81,13 @@ _POWER_FLOOR = 1e-10
 _N_BG_BANDS = 8
 _BG_SHARE = 0.3
 
-BLOCKS = ("logmel", "mfcc", "contrast", "flatness", "rhythm", "chroma", "speech", "background")
+# Cepstral coefficient groups of the change block: c1-12, c1-4, c5-12, c13-19 (as slices of the MFCC matrix).
+_CHANGE_GROUPS = (slice(1, 13), slice(1, 5), slice(5, 13), slice(13, None))
+# A whitened-spectrum bin is a peak when it holds this many times the root-mean-square bin value (1/sqrt(bins)).
+_PEAK_FACTOR = 1.5
+
+BLOCKS = ("logmel", "mfcc", "contrast", "flatness", "rhythm", "chroma", "speech", "background", "change",
+          "persistence")
 
 
 @dataclass(frozen=True)
@@ -101,12 +123,14 @@ class EmbeddingConfig:
         Lag range searched for a beat period (240 to 40 beats per minute).
     stability_lags : tuple of int
         Frame lags at which harmonic stability is measured.
+    persistence_runs : tuple of int
+        Run lengths in frames (100 ms, 300 ms) of the persistence block.
     block_weights : tuple of (str, float)
         Relative weight of each block in the similarity, applied by :class:`Standardizer`; each block's
         weight is spread over its dimensions, so large blocks (log-mel) do not drown small ones (speech).
     """
 
-    version: int = 1
+    version: int = 2
     sample_rate: int = 16000
     window_s: float = 10.0
     hop_s: float = 5.0
@@ -123,12 +147,17 @@ class EmbeddingConfig:
     pulse_min_s: float = 0.25
     pulse_max_s: float = 1.5
     stability_lags: tuple = (1, 5)
+    persistence_runs: tuple = (5, 15)
     block_weights: tuple = (("logmel", 1.0), ("mfcc", 1.0), ("contrast", 1.0), ("flatness", 0.5),
-                            ("rhythm", 1.0), ("chroma", 1.0), ("speech", 2.0), ("background", 1.0))
+                            ("rhythm", 1.0), ("chroma", 1.0), ("speech", 2.0), ("background", 1.0),
+                            ("change", 1.5), ("persistence", 1.5))
 
     def __post_init__(self) -> None:
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "stability_lags", tuple(int(v) for v in self.stability_lags))
+        object.__setattr__(self, "persistence_runs", tuple(int(v) for v in self.persistence_runs))
+        if any(v < 1 for v in self.persistence_runs):
+            raise ValueError("persistence_runs must be positive frame counts")
         object.__setattr__(self, "block_weights", tuple((str(k), float(w)) for k, w in self.block_weights))
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
             raise ValueError("sample_rate, n_fft and hop_length must be positive")
@@ -148,6 +177,7 @@ class EmbeddingConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["stability_lags"] = list(self.stability_lags)
+        d["persistence_runs"] = list(self.persistence_runs)
         d["block_weights"] = [list(kw) for kw in self.block_weights]
         return d
 
@@ -168,6 +198,8 @@ def _block_sizes(cfg: EmbeddingConfig) -> dict[str, int]:
         "chroma": 12 + 2,
         "speech": 3 + 2 + 1 + 2 + 2 + 2 * len(cfg.stability_lags),
         "background": 4 + _N_BG_BANDS + 3 + 2,
+        "change": 4 * len(_CHANGE_GROUPS),
+        "persistence": 1 + 3 * len(cfg.persistence_runs),
     }
 
 
@@ -189,6 +221,13 @@ def feature_names(cfg: EmbeddingConfig = EmbeddingConfig()) -> list[str]:
     names += [f"background.logmel{i}" for i in range(_N_BG_BANDS)]
     names += ["background.contrast", "background.flatness", "background.stability"]
     names += ["background.midflux_ratio_mean", "background.midflux_ratio_std"]
+    for g in _CHANGE_GROUPS:
+        c = f"c{g.start}_{(g.stop or cfg.n_mfcc) - 1}"
+        names += [f"change.{c}_p10", f"change.{c}_p50", f"change.{c}_p90", f"change.{c}_log_kurtosis"]
+    names += ["persistence.peak_share"]
+    for run in cfg.persistence_runs:
+        ms = round(1000 * run * cfg.frame_seconds)
+        names += [f"persistence.run{ms}ms", f"persistence.run{ms}ms_p10", f"persistence.run{ms}ms_p50"]
     return names
 
 
@@ -381,6 +420,45 @@ def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
     return np.where(total > 1e-9, spec[(f >= 3.0) & (f <= 6.0)].sum(axis=0) / np.maximum(total, 1e-9), 0.0)
 
 
+def _change(deltas: np.ndarray) -> list[float]:
+    """Distribution of the per-frame norm of MFCC deltas, per coefficient group (see the ``change`` block)."""
+    norms = np.stack([np.linalg.norm(deltas[:, g], axis=1) for g in _CHANGE_GROUPS]).astype(np.float64)
+    mean, var = norms.mean(axis=1), norms.var(axis=1)
+    flat = (mean < 1e-6) | (var < 1e-12)       # an unchanging envelope (silence, a steady tone)
+    mean, var = np.where(flat, 1.0, mean), np.where(flat, 1.0, var)
+    pct = np.where(flat[:, None], 1.0, np.percentile(norms, (10, 50, 90), axis=1).T / mean[:, None])
+    kurt = np.where(flat, 0.0, np.log(np.maximum(np.mean((norms - mean[:, None]) ** 4, axis=1) / var ** 2, 1e-6)))
+    return np.column_stack([pct, kurt]).ravel().tolist()
+
+
+def _span(x: np.ndarray, n: int, op) -> np.ndarray:
+    """``op`` over ``n`` consecutive rows, ``out[i] = op(x[i], ..., x[i + n - 1])``, in log2(n) steps."""
+    length = 1
+    while length < n:
+        step = min(length, n - length)
+        x = op(x[:-step], x[step:])
+        length += step
+    return x
+
+
+def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
+    """Peak share and run persistence of the whitened spectrum ``(frames, bins)`` (see the ``persistence`` block)."""
+    peak = white > _PEAK_FACTOR / np.sqrt(white.shape[1])
+    n_peaks = int(peak.sum())
+    per_frame = np.maximum(peak.sum(axis=1), 1)
+    out = [float(peak.mean())]
+    for run in cfg.persistence_runs:
+        if len(peak) < run or not n_peaks:
+            out += [0.0, 0.0, 0.0]
+            continue
+        starts = _span(peak, run, np.logical_and)          # a run of `run` peak frames starts here
+        pad = np.zeros((run - 1, peak.shape[1]), bool)
+        inside = _span(np.concatenate([pad, starts, pad]), run, np.logical_or)     # frames within such a run
+        share = inside.sum(axis=1) / per_frame
+        out += [float(inside.sum() / n_peaks), *np.percentile(share, (10, 50)).tolist()]
+    return out
+
+
 def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     """Summarise frames ``[a, b)`` into one vector (layout of :func:`feature_names`)."""
     logmel, energy = fr.logmel[a:b], fr.energy_db[a:b]
@@ -394,10 +472,10 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     if len(mf) > 2 * d:
         # Regression deltas over +-d frames (as librosa's, without edge padding).
         num = sum(k * (mf[d + k: len(mf) - d + k] - mf[d - k: len(mf) - d - k]) for k in range(1, d + 1))
-        delta_std = (num / (2 * sum(k * k for k in range(1, d + 1)))).std(axis=0)
+        deltas = num / (2 * sum(k * k for k in range(1, d + 1)))
     else:
-        delta_std = np.zeros(cfg.n_mfcc, np.float32)
-    parts += [cm[1:], cs, delta_std]
+        deltas = np.zeros((1, cfg.n_mfcc), np.float32)
+    parts += [cm[1:], cs, deltas.std(axis=0)]
     parts += list(_mean_std(fr.contrast[a:b]))
     flat = fr.flatness[a:b]
     parts += [[flat.mean(), flat.std()]]
@@ -456,6 +534,7 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     # Speech adds onsets in the formant bands (300-3000 Hz) that music alone spreads over the spectrum.
     mid = fr.midflux[a:b]
     parts += [[mid.mean(), mid.std()]]
+    parts += [_change(deltas), _persistence(w, cfg)]
     out = np.concatenate([np.ravel(np.asarray(p, dtype=np.float32)) for p in parts])
     return out
 

@@ -18,14 +18,15 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    """How neighbours vote.
+    """How neighbours vote (defaults measured by ``bench/classify.py``).
 
     Attributes
     ----------
     k : int
-        Labelled neighbours (windows) that vote.
+        Labelled neighbour *tracks* that vote, each once with its most similar window: the windows of one
+        track (overlapping, alike) are one piece of evidence, not several.
     sharpness : float
-        A neighbour's weight is ``exp(sharpness * similarity)``: closer neighbours count more.
+        A track's weight is ``exp(sharpness * similarity)``: closer neighbours count more.
     min_similarity : float
         Abstain when the nearest labelled neighbour's cosine similarity is below this (the query is unlike
         anything labelled).
@@ -33,13 +34,17 @@ class ClassifyConfig:
         Abstain when the winning class holds less than this share of the vote.
     neighbours : int
         Distinct tracks reported as "sounds like".
+    fetch : int
+        Nearest windows to search for per query (:func:`index.vectors.search_segments`' ``k``), enough to
+        find ``k`` distinct tracks when neighbouring tracks contribute several windows each.
     """
 
-    k: int = 10
+    k: int = 5
     sharpness: float = 10.0
     min_similarity: float = 0.3
     min_share: float = 0.6
     neighbours: int = 3
+    fetch: int = 100
 
 
 @dataclass(frozen=True)
@@ -58,26 +63,24 @@ def classify(sims: np.ndarray, ids: np.ndarray, class_of: dict[int, str | None],
     Parameters
     ----------
     sims, ids : np.ndarray
-        One row of :func:`index.vectors.search_segments` output (best first; id -1 = no result).
+        One row of :func:`index.vectors.search_segments` output (best first; id -1 = no result), best
+        ``cfg.fetch`` windows.
     class_of : dict
         Class of each neighbour track (None or missing = unlabelled: reported as a neighbour, no vote).
     cfg : ClassifyConfig
     """
     tracks = track_of(ids)
     valid = tracks >= 0
-    sims, tracks = np.asarray(sims, dtype=np.float64)[valid], tracks[valid]
-    neighbours: list[tuple[int, float]] = []
-    for t, s in zip(tracks.tolist(), sims.tolist()):
-        if all(t != n for n, _ in neighbours):
-            neighbours.append((t, round(s, 4)))
-        if len(neighbours) == cfg.neighbours:
-            break
-    labelled = [(c, s) for c, s in ((class_of.get(t), s) for t, s in zip(tracks.tolist(), sims.tolist()))
-                if c in CLASSES][: cfg.k]
+    best: dict[int, float] = {}                 # track -> its most similar window, in order of first appearance
+    for t, s in zip(tracks[valid].tolist(), np.asarray(sims, dtype=np.float64)[valid].tolist()):
+        best[t] = max(s, best.get(t, -np.inf))
+    neighbours = [(t, round(s, 4)) for t, s in list(best.items())[: cfg.neighbours]]
+    labelled = sorted(((class_of.get(t), s) for t, s in best.items() if class_of.get(t) in CLASSES),
+                      key=lambda cs: -cs[1])[: cfg.k]
     if not labelled:
         return Classification(UNKNOWN, 0.0, neighbours)
     votes = dict.fromkeys(CLASSES, 0.0)
-    top = max(s for _, s in labelled)
+    top = labelled[0][1]
     for c, s in labelled:
         votes[c] += float(np.exp(cfg.sharpness * (s - top)))  # relative to the best: no overflow
     winner = max(votes, key=votes.get)

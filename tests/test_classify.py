@@ -29,6 +29,19 @@ def test_abstains_when_far_or_split():
     assert (nobody.klass, nobody.confidence) == ("unknown", 0.0)
 
 
+def test_each_track_votes_once_with_its_best_window():
+    # Track 1's many windows do not outvote two dialogue tracks; its best window is its similarity.
+    classes = {1: "music", 2: "dialogue", 3: "dialogue"}
+    sims = np.array([0.9, 0.89, 0.88, 0.87, 0.86, 0.9, 0.9, -np.inf])
+    ids = np.array([*vector_ids(1, 5), vector_ids(2, 1)[0], vector_ids(3, 1)[0], -1])
+    r = classify(sims, ids, classes, ClassifyConfig(k=3, sharpness=1.0, min_share=0.5))
+    assert r.klass == "dialogue" and abs(r.confidence - 2 / 3) < 1e-3
+    assert r.neighbours == [(1, 0.9), (2, 0.9), (3, 0.9)]
+    # only the k most similar labelled tracks vote
+    r = classify(sims, ids, classes, ClassifyConfig(k=1, min_share=0.5))
+    assert (r.klass, r.confidence) == ("music", 1.0)
+
+
 def test_closer_neighbours_count_more():
     classes = {1: "both", 2: "dialogue", 3: "dialogue"}
     r = classify(np.array([0.95, 0.6, 0.6, -np.inf]), _ids(1, 2, 3), classes, ClassifyConfig(sharpness=20.0))

@@ -26,6 +26,20 @@ def test_shape_dtype_names_and_determinism():
     np.testing.assert_array_equal(v, embed(y.astype(np.float64), SR, CFG))
 
 
+def test_change_and_persistence_blocks_tell_held_notes_from_speech():
+    names = feature_names(CFG)
+    music = dict(zip(names, embed(synth.music_track(4, 10.0, SR), SR, CFG)))
+    speech = dict(zip(names, embed(synth.speech_like(4, 10.0, SR), SR, CFG)))
+    # held notes: peaks persist over 300 ms; speech harmonics glide and break runs
+    assert music["persistence.run300ms"] > speech["persistence.run300ms"] + 0.2
+    for c in ("c1_12", "c13_19"):
+        assert 0 <= music[f"change.{c}_p10"] <= music[f"change.{c}_p50"] <= music[f"change.{c}_p90"]
+    # a steady tone has no envelope change: neutral values, not NaN
+    tone = np.float32(0.5) * np.sin(2 * np.pi * 440 * np.arange(10 * SR) / SR).astype(np.float32)
+    v = dict(zip(names, embed(tone, SR, CFG)))
+    assert v["persistence.peak_share"] > 0 and v["persistence.run300ms"] > 0.9
+
+
 def test_level_barely_matters():
     # Statistics are relative to the window's level; only bins that fall to the fixed -100 dB floor move.
     rng = np.random.default_rng(0)
