@@ -70,6 +70,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
+from scipy.ndimage import uniform_filter1d   # imported by the landmark code anyway: no extra start-up cost
 
 from .config import config_from_dict
 
@@ -352,8 +353,9 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
         k = max(1, int(round(cfg.contrast_quantile * (i1 - i0))))
         contrast[:, j] = s[:, -k:].mean(axis=1) - s[:, :k].mean(axis=1)
 
-    flatness = np.exp(np.mean(np.log(power[:, 1:] + _POWER_FLOOR), axis=1)) / (power[:, 1:].mean(axis=1)
-                                                                               + _POWER_FLOOR)
+    # Geometric mean from the log spectrum already at hand (ln = dB * ln(10) / 10).
+    flatness = np.exp(logpow[:, 1:].mean(axis=1) * np.float32(np.log(10.0) / 10.0)) / (power[:, 1:].mean(axis=1)
+                                                                                      + _POWER_FLOOR)
     flux = np.zeros(len(power), np.float32)
     rise = np.maximum(np.diff(logmel, axis=0), 0.0)
     flux[1:] = rise.mean(axis=1)
@@ -377,9 +379,7 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
     lo, hi = int(np.searchsorted(freqs, 100.0)), int(np.searchsorted(freqs, 4000.0))
     band = logpow[:, lo:hi]
-    k = 9
-    csum = np.cumsum(np.pad(band, ((0, 0), (k // 2 + 1, k // 2)), mode="edge"), axis=1)
-    local = (csum[:, k:] - csum[:, :-k]) / k
+    local = uniform_filter1d(band, 9, axis=1, mode="nearest")     # mean of the 9 bins around each
     white = np.maximum(band - local, 0.0)
     white /= np.linalg.norm(white, axis=1, keepdims=True) + 1e-6
 
@@ -444,17 +444,17 @@ def _span(x: np.ndarray, n: int, op) -> np.ndarray:
 def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
     """Peak share and run persistence of the whitened spectrum ``(frames, bins)`` (see the ``persistence`` block)."""
     peak = white > _PEAK_FACTOR / np.sqrt(white.shape[1])
-    n_peaks = int(peak.sum())
-    per_frame = np.maximum(peak.sum(axis=1), 1)
-    out = [float(peak.mean())]
+    per_frame = np.count_nonzero(peak, axis=1)
+    n_peaks = int(per_frame.sum())
+    out = [n_peaks / peak.size]
     for run in cfg.persistence_runs:
         if len(peak) < run or not n_peaks:
             out += [0.0, 0.0, 0.0]
             continue
         starts = _span(peak, run, np.logical_and)          # a run of `run` peak frames starts here
         pad = np.zeros((run - 1, peak.shape[1]), bool)
-        inside = _span(np.concatenate([pad, starts, pad]), run, np.logical_or)     # frames within such a run
-        share = inside.sum(axis=1) / per_frame
+        inside = np.count_nonzero(_span(np.concatenate([pad, starts, pad]), run, np.logical_or), axis=1)
+        share = inside / np.maximum(per_frame, 1)            # per frame: its peaks that are in long runs
         out += [float(inside.sum() / n_peaks), *np.percentile(share, (10, 50)).tolist()]
     return out
 

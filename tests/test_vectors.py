@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audioid.index.vectors import VectorSegment, search_segments, track_of, vector_ids, write_vectors
+from audioid.index.vectors import (HNSW_EF_SEARCH, IVF_PROBE_SHARE, VectorSegment, build_faiss, search_knob,
+                                  search_segments, track_of, vector_ids, write_vectors)
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -34,6 +35,23 @@ def test_segments_search_like_one_exact_index(tmp_path, factory):
     sims, ids = search_segments(segs, queries, k=5, removed_tracks={7})
     assert 7 not in set(track_of(ids).ravel())
     assert track_of(ids[1, :1])[0] == 33
+
+
+@pytest.mark.parametrize("factory, knob", [("Flat", None), ("IVF64,Flat", "nprobe"), ("HNSW16", "efSearch")])
+def test_opened_segments_get_the_default_search_setting(tmp_path, factory, knob):
+    rng = np.random.default_rng(2)
+    write_vectors(str(tmp_path), _unit(rng, 64 * 39, 16), vector_ids(1, 64 * 39), factory)
+    seg = VectorSegment.open(str(tmp_path))
+    found = search_knob(seg.index)
+    if knob is None:
+        assert found is None
+        return
+    params, name = found
+    assert name == knob
+    expected = 64 // IVF_PROBE_SHARE if knob == "nprobe" else HNSW_EF_SEARCH
+    assert getattr(params, name) == expected
+    # the knob of a freshly built index is the same object kind (bench/vectors.py sets it there)
+    assert search_knob(build_faiss(_unit(rng, 64 * 39, 16), vector_ids(2, 64 * 39), factory))[1] == knob
 
 
 def test_no_vectors_file_means_no_segment(tmp_path):
