@@ -1,4 +1,4 @@
-"""Music / dialogue / both by a distance-weighted vote of labelled nearest neighbours, with abstention.
+"""Music / dialogue / both by a distance-weighted vote of the nearest labelled tracks, with abstention.
 
 Works on the output of :func:`index.vectors.search_segments` (similarities and vector ids, best first) and the
 classes the catalog gives the neighbours' tracks.  It abstains (``unknown``) instead of guessing when the nearest
