@@ -131,12 +131,15 @@ def _identify_parallel(index: str, files: list[str], outro_seconds: float, all_m
                        ) -> Iterator[tuple[str, list["Result"]]]:
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     from .index.result import Result
     from .index.store import IndexReader
 
     IndexReader(index).close()  # a missing or foreign index fails here, clearly, not inside every worker
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), initializer=_worker_open, initargs=(index,))
+    # A fork server, not fork: FAISS' OpenMP threads do not survive fork (see index.build.analyse_all).
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), initializer=_worker_open, initargs=(index,),
+                               mp_context=get_context("forkserver"))
     pending: deque = deque()
     todo = iter(files)
     try:

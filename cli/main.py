@@ -70,7 +70,7 @@ def _progress(total: int) -> Iterator[Callable | None]:
 
 
 def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
-                 from_log: bool = False) -> None:
+                 from_log: bool = False, vector_index: str | None = None) -> None:
     from audioid.index.build import add_to_index, build_index
     from audioid.index.sources import SourceError, reference_specs
     from audioid.index.store import IndexStoreError
@@ -81,7 +81,8 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
             if add:
                 report = add_to_index(specs, index_dir, jobs=jobs, progress=tick, who=who)
             else:
-                report = build_index(specs, index_dir, jobs=jobs, progress=tick, who=who, from_log=from_log)
+                report = build_index(specs, index_dir, jobs=jobs, progress=tick, who=who, from_log=from_log,
+                                     vector_index=vector_index)
     except (SourceError, IndexStoreError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
@@ -98,8 +99,11 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
 @_write_options
 @click.option("--from-log", is_flag=True,
               help="Replay the existing index's label log: its labels win over SOURCE's, removed recordings stay out.")
+@click.option("--vector-index", default=None, metavar="FACTORY",
+              help="FAISS index_factory string of the embedding store, e.g. Flat (exact), HNSW32 or IVF1024,Flat "
+                   "for large indexes [default: the replaced index's, else Flat].")
 def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
-                from_log: bool) -> None:
+                from_log: bool, vector_index: str | None) -> None:
     """Build (or rebuild) an index from SOURCE.
 
     SOURCE is a folder (searched recursively), a CSV manifest with columns path,label and optionally
@@ -107,7 +111,7 @@ def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, 
     Unreadable files are listed and skipped. The new index replaces the old one atomically; the old index's
     label log is kept.
     """
-    _write_index(False, source, index_dir, jobs, label_from, who, from_log)
+    _write_index(False, source, index_dir, jobs, label_from, who, from_log, vector_index)
 
 
 @index_group.command("add")
@@ -174,11 +178,40 @@ def index_log(index_dir: str) -> None:
         reader.close()
 
 
+@index_group.command("report")
+@_index_option
+@click.option("--batch", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
+              help="Predictions per row of the trend table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def index_report(index_dir: str, batch: int, as_json: bool) -> None:
+    """Drift report of the music / dialogue / both model.
+
+    Class balance; accuracy of the class predicted for each added track before the index learnt it
+    (prequential), per class and over time; abstentions; similarity of new tracks to their nearest labelled
+    neighbour. Falling figures mean new material no longer looks like what is labelled.
+    """
+    from audioid.index.report import drift_report
+    from audioid.index.store import IndexStoreError
+
+    try:
+        rep = drift_report(index_dir, batch=batch)
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep))
+        return
+    from .output import format_report
+
+    click.echo(format_report(rep))
+
+
 @index_group.command("stats")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def index_stats(index_dir: str, as_json: bool) -> None:
-    """Tracks, hashes, hours of audio, size on disk, format version, generation and segments of an index."""
+    """Tracks, hashes, hours of audio, size on disk, format version, generation, segments and embeddings."""
     from audioid.index.store import IndexReader, IndexStoreError, disk_bytes
 
     try:
@@ -191,7 +224,9 @@ def index_stats(index_dir: str, as_json: bool) -> None:
         stats = {"index": index_dir, "tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
                  "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(index_dir),
                  "format_version": m["format_version"], "generation": reader.generation,
-                 "segments": len(m["segments"]), "created_at": m.get("created_at"), "updated_at": m.get("updated_at")}
+                 "segments": len(m["segments"]), "vectors": sum(len(v) for v in reader.vectors),
+                 "vector_index": reader.embedding.factory, "created_at": m.get("created_at"),
+                 "updated_at": m.get("updated_at")}
     finally:
         reader.close()
     if as_json:
@@ -202,7 +237,8 @@ def index_stats(index_dir: str, as_json: bool) -> None:
     shown = dict(stats, hashes=f"{stats['hashes']:,}", hours=f"{stats['hours']:.2f}",
                  size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
     names = {"size_bytes": "size on disk", "format_version": "format version", "hours": "hours of audio",
-             "created_at": "created", "updated_at": "updated"}
+             "vectors": "embeddings", "vector_index": "vector index", "created_at": "created",
+             "updated_at": "updated"}
     for key, value in shown.items():
         click.echo(f"{names.get(key, key):<15} {value}")
 

@@ -23,7 +23,8 @@ class JsonlWriter:
 
 
 class CsvWriter:
-    """A header row, then one row per record; ``None`` is written as an empty cell."""
+    """A header row, then one row per record; ``None`` is written as an empty cell, lists (``neighbours``) as
+    JSON."""
 
     def __init__(self, out: IO[str], fields: Sequence[str]):
         self.out, self.fields = out, tuple(fields)
@@ -32,8 +33,16 @@ class CsvWriter:
         out.flush()
 
     def write(self, record: dict[str, Any]) -> None:
-        self.csv.writerow(["" if record.get(k) is None else record.get(k) for k in self.fields])
+        self.csv.writerow([_csv_cell(record.get(k)) for k in self.fields])
         self.out.flush()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
 
 
 class Column:
@@ -101,6 +110,7 @@ def result_columns(path_width: int) -> list[Column]:
         Column("offset_s", _num("offset_s", ".2f"), 8, right=True),
         Column("speed", _num("speed", ".3f"), 5, right=True),
         Column("query_s", _window, 11),
+        Column("class", lambda r: r.get("class"), 8),
         Column("title / artist / error", _details),
     ]
 
@@ -113,3 +123,37 @@ def make_writer(fmt: str, out: IO[str], fields: Sequence[str], path_width: int =
     if fmt == "table":
         return TableWriter(out, result_columns(path_width))
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _sim(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def format_report(rep: dict) -> str:
+    """Text of ``audioid index report`` (see :func:`audioid.index.report.drift_report`)."""
+    lines = [f"tracks           {rep['tracks']}",
+             "class balance    " + ", ".join(f"{k} {v}" for k, v in sorted(rep["class_balance"].items())), ""]
+    head = f"{'':<12}{'n':>6}  {'accuracy':>9}  {'decided':>9}  {'abstained':>9}  {'nn sim':>7}"
+
+    def row(name: str, s: dict) -> str:
+        return (f"{name:<12}{s['n']:>6}  {_pct(s['accuracy']):>9}  {_pct(s['accuracy_decided']):>9}  "
+                f"{_pct(s['abstention']):>9}  {_sim(s['nn_similarity_median']):>7}")
+
+    lines += ["Prequential: the class each added track got before the index learnt it, against its label.",
+              head, row("all", rep["predicted"])]
+    lines += [row(c, s) for c, s in rep["per_class"].items()]
+    if not rep["predicted"]["n"]:
+        lines.append("(no predictions yet: they are made when labelled tracks are added with `audioid index add`)")
+        return "\n".join(lines)
+    classes = list(rep["confusion"])
+    predicted = classes + ["unknown"]
+    lines += ["", "confusion (rows: label, columns: predicted)",
+              f"{'':<12}" + "".join(f"{p:>10}" for p in predicted)]
+    lines += [f"{c:<12}" + "".join(f"{rep['confusion'][c].get(p, 0):>10}" for p in predicted) for c in classes]
+    lines += ["", "trend (oldest first)", f"{'from':<22}" + head[12:]]
+    lines += [f"{t['from']:<22}" + row("", t)[12:] for t in rep["trend"]]
+    return "\n".join(lines)

@@ -7,25 +7,29 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..fingerprint.audio import AudioError, load
+from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_hashes
 from .catalog import CLASSES, Catalog, Track
+from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .postings import write_segment
 from .sources import ReferenceSpec
-from .store import (IndexStoreError, collect_garbage, new_manifest, now_iso, read_manifest, write_manifest,
-                    writer_lock)
+from .store import (IndexReader, IndexStoreError, collect_garbage, new_manifest, now_iso, read_manifest,
+                    write_manifest, writer_lock)
+from .vectors import vector_ids, write_vectors
 
 
 @dataclass
 class Analysis:
-    """A reference file analysed: content hash, duration and landmark hashes (or the error that stopped it)."""
+    """A reference file analysed: content hash, duration, landmark hashes and window embeddings (or the error
+    that stopped it)."""
 
     spec: ReferenceSpec
     content_hash: str = ""
@@ -33,6 +37,7 @@ class Analysis:
     n_frames: int = 0
     hashes: np.ndarray | None = None
     times: np.ndarray | None = None
+    vectors: np.ndarray | None = None
     error: str | None = None
 
 
@@ -82,37 +87,43 @@ def content_hash(path: str) -> str:
     return h.hexdigest()
 
 
-def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig) -> Analysis:
-    """Decode and fingerprint one reference file; errors are returned, not raised, so a build goes on."""
+def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: EmbeddingSetup) -> Analysis:
+    """Decode, fingerprint and embed one reference file; errors are returned, not raised, so a build goes on.
+
+    The file is decoded once at the embedding's rate; the landmarks' lower rate is resampled from that.
+    """
     try:
-        audio = load(spec.path, cfg.sample_rate)
+        audio = load(spec.path, setup.sample_rate)
         digest = content_hash(spec.path)
     except AudioError as e:
         return Analysis(spec, error=str(e))
     except OSError as e:
         return Analysis(spec, error=f"{spec.path}: {e.strerror or e}")
-    hashes, times = reference_hashes(audio.samples, cfg)
-    n_frames = 1 + max(0, len(audio.samples) - cfg.n_fft) // cfg.hop_length
+    y = resample(audio.samples, setup.sample_rate, cfg.sample_rate)
+    hashes, times = reference_hashes(y, cfg)
+    n_frames = 1 + max(0, len(y) - cfg.n_fft) // cfg.hop_length
     if len(hashes) == 0:
         return Analysis(spec, error=f"{spec.path}: no landmarks (silent or too short to fingerprint)")
-    return Analysis(spec, content_hash=digest, duration_s=len(audio.samples) / cfg.sample_rate,
-                    n_frames=n_frames, hashes=hashes, times=times)
+    return Analysis(spec, content_hash=digest, duration_s=len(y) / cfg.sample_rate, n_frames=n_frames,
+                    hashes=hashes, times=times, vectors=setup.reference_vectors(audio.samples))
 
 
-def _analyse_star(args: tuple[ReferenceSpec, LandmarkConfig]) -> Analysis:
+def _analyse_star(args: tuple[ReferenceSpec, LandmarkConfig, EmbeddingSetup]) -> Analysis:
     return analyse_reference(*args)
 
 
-def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, jobs: int | None = None,
-                progress: Callable[[Analysis], None] | None = None) -> Iterator[Analysis]:
+def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, setup: EmbeddingSetup,
+                jobs: int | None = None, progress: Callable[[Analysis], None] | None = None) -> Iterator[Analysis]:
     """Analyse ``specs`` in input order, over ``jobs`` processes (default: one per core)."""
     jobs = jobs or os.cpu_count() or 1
-    work = [(s, cfg) for s in specs]
+    work = [(s, cfg, setup) for s in specs]
     if jobs == 1 or len(work) <= 1:
         results: Iterable[Analysis] = map(_analyse_star, work)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(work)))
+        # Workers come from a fork server, not a fork of this process: FAISS' OpenMP threads (a search or an
+        # IVF training done earlier in this process) do not survive fork, and a forked worker using them hangs.
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=get_context("forkserver"))
         results = pool.map(_analyse_star, work, chunksize=1)
     try:
         for a in results:
@@ -125,23 +136,28 @@ def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, jobs: int |
 
 
 def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: WriteReport, *, fresh: bool,
-            who: str, old_log: list[dict] | None = None, from_log: dict[str, dict] | None = None) -> None:
-    """Write one new segment (and, for a fresh build, a new catalog), then swap the MANIFEST.
+            who: str, setup: EmbeddingSetup, old_log: list[dict] | None = None,
+            from_log: dict[str, dict] | None = None, predict: Callable[[np.ndarray], Vote] | None = None) -> None:
+    """Write one new segment (and, for a fresh build, a new catalog and embedding setup), then swap the MANIFEST.
 
     A fresh build carries ``old_log`` (the previous catalog's label log) over and logs only content new to it;
     with ``from_log`` (see :func:`label_state`) the labels of known content replace the source's, and content
-    removed there stays out.
+    removed there stays out.  ``predict`` (adds) gives the class the index predicts for a track's vectors
+    before learning it; the prediction is logged for the drift report.
     """
     cfg = LandmarkConfig.from_dict(manifest["landmark_config"])
     gen = int(manifest["generation"]) + 1
     staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
     os.makedirs(staging)
     try:
+        emb_name = manifest.get("embedding")
         if fresh:
             cat_name = f"catalog-{gen:06d}.sqlite"
             catalog = Catalog(os.path.join(staging, cat_name), [])
             for entry in old_log or []:
                 catalog.log([entry], entry["generation"])
+            emb_name = f"embedding-{gen:06d}.json"
+            setup.write(os.path.join(staging, emb_name))
         else:
             cat_name = manifest["catalog"]
             catalog = Catalog(os.path.join(path, cat_name), manifest["segments"])
@@ -150,7 +166,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
         next_id = catalog.next_id()
         next_frame = int(manifest["next_frame"])
         seen: dict[str, int] = {}
-        tracks, hash_parts, value_parts = [], [], []
+        tracks, hash_parts, value_parts, vector_parts, id_parts, predictions = [], [], [], [], [], {}
         for a in analyses:
             if a.error:
                 report.failed.append((a.spec.path, a.error))
@@ -178,6 +194,10 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             tracks.append(t)
             hash_parts.append(a.hashes)
             value_parts.append(a.times.astype(np.int64) + next_frame)
+            vector_parts.append(a.vectors)
+            id_parts.append(vector_ids(t.id, len(a.vectors)))
+            if predict is not None:
+                predictions[t.id] = predict(a.vectors)
             next_id += 1
             # A gap as long as the target zone keeps offset piles of neighbouring tracks apart.
             next_frame += a.n_frames + cfg.dt_max + 2
@@ -192,18 +212,24 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
                       np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint32),
                       np.concatenate(value_parts) if value_parts else np.zeros(0, np.uint32), track_table,
                       hash_bits(cfg))
+        if vector_parts:
+            write_vectors(os.path.join(staging, seg_name), np.concatenate(vector_parts), np.concatenate(id_parts),
+                          setup.factory)
         catalog.insert(tracks)
         # A rebuild re-reads known recordings: that is no label change, so only new content is logged.
         logged = {e["content_hash"] for e in old_log or []}
         catalog.log(({"at": t.added_at, "who": who, "action": "add", "content_hash": t.content_hash,
                       "track_id": t.id, "label": t.label, "class": t.klass, "title": t.title, "artist": t.artist,
-                      "source": t.source_path} for t in tracks if t.content_hash not in logged), gen)
+                      "source": t.source_path, **_prediction_fields(predictions.get(t.id))}
+                     for t in tracks if t.content_hash not in logged), gen)
         catalog.close()
         os.makedirs(os.path.join(path, "postings"), exist_ok=True)
         os.rename(os.path.join(staging, seg_name), os.path.join(path, "postings", seg_name))
         if fresh:
             os.rename(os.path.join(staging, cat_name), os.path.join(path, cat_name))
-        new = dict(manifest, generation=gen, catalog=cat_name, next_frame=next_frame, updated_at=now_iso(),
+            os.rename(os.path.join(staging, emb_name), os.path.join(path, emb_name))
+        new = dict(manifest, generation=gen, catalog=cat_name, embedding=emb_name, next_frame=next_frame,
+                   updated_at=now_iso(),
                    segments=([] if fresh else list(manifest["segments"])) + [seg_name])
         write_manifest(path, new)
         report.added.extend(tracks)
@@ -215,13 +241,14 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
 
 def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkConfig | None = None,
                 jobs: int | None = None, progress: Callable[[Analysis], None] | None = None,
-                from_log: bool = False, who: str | None = None) -> WriteReport:
+                from_log: bool = False, who: str | None = None, vector_index: str | None = None) -> WriteReport:
     """Build (or rebuild) the index at ``path`` from ``specs``.
 
     The new index is written beside the old one and swapped in atomically: readers see the old index until the
     swap, then the new one.  Unreadable files are reported in the returned :class:`WriteReport` and skipped.
     The label log of the index being replaced is carried over; with ``from_log`` its latest labels (by content
-    hash) override the source's, and content it removed is left out.
+    hash) override the source's, and content it removed is left out.  ``vector_index`` is the FAISS
+    ``index_factory`` string of the embedding store (default: the replaced index's, else exact ``"Flat"``).
     """
     cfg = config or LandmarkConfig()
     path = os.fspath(path)
@@ -241,24 +268,49 @@ def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkCo
         old_log = _read_log(path, old) if old is not None else []
         if from_log and old is None:
             raise IndexStoreError(f"{path}: --from-log needs an existing index whose label log to replay")
+        if vector_index is None and old is not None and old.get("embedding"):
+            vector_index = EmbeddingSetup.read(os.path.join(path, old["embedding"])).factory
+        try:
+            setup = EmbeddingSetup.default(vector_index)
+        except ValueError as e:
+            raise IndexStoreError(str(e)) from None
         report = WriteReport()
-        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=True,
-                who=who or default_who(), old_log=old_log, from_log=label_state(old_log) if from_log else None)
+        _commit(path, manifest, analyse_all(specs, cfg, setup, jobs, progress), report, fresh=True,
+                who=who or default_who(), setup=setup, old_log=old_log,
+                from_log=label_state(old_log) if from_log else None)
         return report
 
 
 def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None = None,
                  progress: Callable[[Analysis], None] | None = None, who: str | None = None) -> WriteReport:
-    """Add references to an existing index as one new segment, effective for the next query; no rebuild."""
+    """Add references to an existing index as one new segment, effective for the next query; no rebuild.
+
+    Each added track's class is first predicted from what the index already knows, and the prediction logged
+    (prequential evaluation: see :func:`index.report.drift_report`).
+    """
     path = os.fspath(path)
     read_manifest(path)  # fail before taking the lock if it is not an index
     with writer_lock(path):
-        manifest = read_manifest(path)
-        cfg = LandmarkConfig.from_dict(manifest["landmark_config"])
-        report = WriteReport()
-        _commit(path, manifest, analyse_all(specs, cfg, jobs, progress), report, fresh=False,
-                who=who or default_who())
-        return report
+        reader = IndexReader(path)
+        try:
+            report = WriteReport()
+
+            def predict(vectors: np.ndarray) -> Vote:
+                return track_prediction(classify_vectors(vectors, reader.vectors, reader.removed_tracks,
+                                                         reader.catalog))
+
+            _commit(path, reader.manifest, analyse_all(specs, reader.config, reader.embedding, jobs, progress),
+                    report, fresh=False, who=who or default_who(), setup=reader.embedding, predict=predict)
+            return report
+        finally:
+            reader.close()
+
+
+def _prediction_fields(vote: Vote | None) -> dict:
+    if vote is None:
+        return {}
+    return {"predicted": vote.klass, "predicted_confidence": vote.confidence,
+            "nn_similarity": None if vote.top_similarity is None else round(vote.top_similarity, 4)}
 
 
 def _read_log(path: str, manifest: dict) -> list[dict]:

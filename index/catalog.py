@@ -43,12 +43,18 @@ CREATE TABLE IF NOT EXISTS label_log (
     class         TEXT,
     title         TEXT,
     artist        TEXT,
-    source        TEXT
+    source        TEXT,
+    predicted     TEXT,
+    predicted_confidence REAL,
+    nn_similarity REAL
 );
 CREATE INDEX IF NOT EXISTS label_log_hash ON label_log (content_hash);
 """
 
-LOG_COLUMNS = ("at", "who", "action", "content_hash", "track_id", "label", "class", "title", "artist", "source")
+# predicted*, nn_similarity: the class the index predicted for an added track before it learnt it (prequential
+# evaluation, see ``audioid index report``) and its nearest labelled neighbour's similarity.
+LOG_COLUMNS = ("at", "who", "action", "content_hash", "track_id", "label", "class", "title", "artist", "source",
+               "predicted", "predicted_confidence", "nn_similarity")
 
 CLASSES = ("music", "dialogue", "both")
 
@@ -135,6 +141,16 @@ class Catalog:
         row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE content_hash = ? AND {where}",
                               [content_hash, *args]).fetchone()
         return _row_to_track(row) if row else None
+
+    def brief(self, track_ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
+        """``{id: (label, class)}`` of the live tracks among ``track_ids`` (one query: used per identify)."""
+        ids = [int(i) for i in track_ids]
+        if not ids:
+            return {}
+        where, args = self._live()
+        rows = self.db.execute(f"SELECT id, label, class FROM tracks WHERE id IN ({','.join('?' * len(ids))}) "
+                               f"AND {where}", [*ids, *args])
+        return {i: (label, klass) for i, label, klass in rows}
 
     def tracks(self) -> list[Track]:
         where, args = self._live()

@@ -1,4 +1,5 @@
-"""Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision."""
+"""Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision,
+plus the music / dialogue / both vote of the outro's embedding."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,10 @@ from typing import Iterable
 
 import numpy as np
 
-from ..fingerprint.audio import AudioError, load
+from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.landmarks import query_peaks
+from .classify import ClassifyConfig
+from .embeddings import classify_vectors
 from .match import match, speed_grid
 from .result import Result
 from .store import IndexReader
@@ -66,28 +69,43 @@ class Identifier:
     >>> ident.identify_file("segment.mp3").label      # doctest: +SKIP
     """
 
-    def __init__(self, reader: IndexReader, config: MatchConfig | None = None):
+    def __init__(self, reader: IndexReader, config: MatchConfig | None = None,
+                 classify_config: ClassifyConfig | None = None):
         self.reader = reader
         self.config = config or MatchConfig()
+        self.classify_config = classify_config or ClassifyConfig()
         self.speeds = speed_grid(self.config.max_speed_change, self.config.speed_step)
+        # Files are decoded once, at the embedding's rate; landmarks resample from that.
+        self.sample_rate = reader.embedding.sample_rate
 
     @classmethod
-    def open(cls, path: str | os.PathLike, config: MatchConfig | None = None) -> "Identifier":
-        return cls(IndexReader(os.fspath(path)), config)
+    def open(cls, path: str | os.PathLike, config: MatchConfig | None = None,
+             classify_config: ClassifyConfig | None = None) -> "Identifier":
+        return cls(IndexReader(os.fspath(path)), config, classify_config)
 
     def close(self) -> None:
         self.reader.close()
 
-    def identify_samples(self, y: np.ndarray, *, path: str | None = None, start_s: float = 0.0,
+    def identify_samples(self, y: np.ndarray, sr: int, *, path: str | None = None, start_s: float = 0.0,
                          matched_range: bool = False) -> Result:
-        """Identify mono samples at the index's analysis rate; ``start_s`` places them within their file.
+        """Identify mono float samples at ``sr`` Hz; ``start_s`` places them within their file.
 
         With ``matched_range`` a match's ``query_start_s``/``query_end_s`` span the query audio whose hashes
-        matched, instead of the whole analysed window.
+        matched, instead of the whole analysed window.  The class vote looks at the last embedding window
+        (10 s) of ``y``: the outro.
         """
+        result = self._landmark_result(y, sr, path, start_s, matched_range)
+        if len(y):
+            vote = classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
+                                    self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
+            result.klass, result.class_confidence, result.neighbours = vote.klass, vote.confidence, vote.neighbours
+        return result
+
+    def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
+                         matched_range: bool) -> Result:
         lcfg = self.reader.config
-        peaks = query_peaks(y, lcfg)
-        end_s = start_s + len(y) / lcfg.sample_rate
+        peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
+        end_s = start_s + len(y) / sr
         mc = self.config
         cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.frames, speeds=self.speeds,
                      max_postings=mc.max_postings, overdispersion=mc.overdispersion,
@@ -116,15 +134,15 @@ class Identifier:
                        offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
 
     def _load(self, path: str, outro_seconds: float):
-        return load(path, self.reader.config.sample_rate, tail_seconds=outro_seconds or None)
+        return load(path, self.sample_rate, tail_seconds=outro_seconds or None)
 
     def _scan(self, y: np.ndarray, path: str, start_s: float) -> Iterable[Result]:
         """Results of overlapping ``window_s`` windows every ``hop_s`` over ``y`` (matched ranges)."""
-        sr = self.reader.config.sample_rate
+        sr = self.sample_rate
         win, hop = int(self.config.window_s * sr), int(self.config.hop_s * sr)
         starts = range(0, max(1, len(y) - win + hop), hop) if len(y) > win else [0]
         for s in starts:
-            yield self.identify_samples(y[s:s + win], path=path, start_s=start_s + s / sr, matched_range=True)
+            yield self.identify_samples(y[s:s + win], sr, path=path, start_s=start_s + s / sr, matched_range=True)
 
     def identify_file(self, path: str, *, outro_seconds: float = 10.0) -> Result:
         """Identify the last ``outro_seconds`` of a file (0 = the whole file).
@@ -136,16 +154,17 @@ class Identifier:
             audio = self._load(path, outro_seconds)
         except AudioError as e:
             return Result(path=path, status="error", error=str(e))
-        y, sr = audio.samples, self.reader.config.sample_rate
+        y, sr = audio.samples, self.sample_rate
         if len(y) <= self.config.max_query_s * sr:
-            return self.identify_samples(y, path=path, start_s=audio.start_s)
+            return self.identify_samples(y, sr, path=path, start_s=audio.start_s)
         results = list(self._scan(y, path, audio.start_s))
         matches = [r for r in results if r.status == "match"]
         if matches:
             return max(matches, key=lambda r: (r.confidence, r.score))
-        return Result(path=path, status="no_match", score=max(r.score for r in results),
-                      confidence=min(r.confidence for r in results), query_start_s=round(audio.start_s, 3),
-                      query_end_s=round(audio.start_s + len(y) / sr, 3))
+        # No match anywhere: the class is the outro's, the last window's.
+        return replace(results[-1], score=max(r.score for r in results),
+                       confidence=min(r.confidence for r in results), query_start_s=round(audio.start_s, 3),
+                       query_end_s=round(audio.start_s + len(y) / sr, 3))
 
     def identify_all(self, path: str, *, outro_seconds: float = 0.0) -> list[Result]:
         """Every track found in the file (or its last ``outro_seconds``), each with its time range in the query.
@@ -158,7 +177,9 @@ class Identifier:
         except AudioError as e:
             return [Result(path=path, status="error", error=str(e))]
         found: list[Result] = []
+        last = None
         for r in self._scan(audio.samples, path, audio.start_s):
+            last = r
             if r.status != "match":
                 continue
             prev = found[-1] if found else None
@@ -170,6 +191,10 @@ class Identifier:
                 prev.confidence = max(prev.confidence, r.confidence)
             else:
                 found.append(r)
-        end_s = audio.start_s + len(audio.samples) / self.reader.config.sample_rate
-        return found or [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
-                                query_end_s=round(end_s, 3))]
+        if found:
+            return found
+        # Nothing found: one no_match record over the whole span, classed by its last window (the outro).
+        end_s = audio.start_s + len(audio.samples) / self.sample_rate
+        return [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
+                       query_end_s=round(end_s, 3), klass=last.klass, class_confidence=last.class_confidence,
+                       neighbours=last.neighbours)]

@@ -12,7 +12,10 @@ class Result:
     """What identify says about one input (or, with ``all_matches``, one stretch of it).
 
     ``offset_s`` is where in the reference the analysed query audio starts; ``query_start_s``/``query_end_s``
-    locate the analysed (or matched) audio within the input file.
+    locate the analysed (or matched) audio within the input file.  ``klass`` (``class`` when serialised) is
+    music / dialogue / both / unknown by the kNN vote over labelled reference windows, with
+    ``class_confidence`` (the winning share of the vote) and ``neighbours``, the most similar reference tracks
+    (``track_id``, ``label``, ``similarity``), whether or not the landmarks matched.
     """
 
     path: str | None
@@ -27,10 +30,13 @@ class Result:
     speed: float | None = None
     query_start_s: float | None = None
     query_end_s: float | None = None
+    klass: str | None = None
+    class_confidence: float | None = None
+    neighbours: list[dict] | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {("class" if k == "klass" else k): v for k, v in asdict(self).items()}
 
 
-FIELDS = tuple(Result.__dataclass_fields__)
+FIELDS = tuple("class" if k == "klass" else k for k in Result.__dataclass_fields__)

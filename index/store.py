@@ -4,8 +4,9 @@ Layout::
 
     INDEX/
       MANIFEST.json          format version, configs, live segments and catalog; replaced by atomic rename
-      catalog-<gen>.sqlite   tracks (rows tagged with their segment)
-      postings/<segment>/    immutable postings segments (see postings.py)
+      catalog-<gen>.sqlite   tracks (rows tagged with their segment) and the label log
+      embedding-<gen>.json   embedding config, its fixed transform and the FAISS index type (see embeddings.py)
+      postings/<segment>/    immutable segments: postings (see postings.py) and vectors.faiss (see vectors.py)
       LOCK                   held by the one writer
 
 A writer takes LOCK, writes new files, then replaces MANIFEST.json; readers open what one MANIFEST names, so they
@@ -27,10 +28,12 @@ import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
 from .catalog import Catalog
+from .embeddings import EmbeddingSetup
 from .postings import Segment
+from .vectors import VectorSegment
 
 FORMAT_NAME = "ml-audio-id-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "MANIFEST.json"
 
 
@@ -81,7 +84,8 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def new_manifest(cfg: LandmarkConfig) -> dict:
     return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generation": 0,
-            "landmark_config": cfg.to_dict(), "catalog": None, "segments": [], "removed": [], "next_frame": 0,
+            "landmark_config": cfg.to_dict(), "catalog": None, "embedding": None, "segments": [], "removed": [],
+            "next_frame": 0,
             "created_at": now_iso(), "updated_at": now_iso()}
 
 
@@ -120,8 +124,9 @@ def collect_garbage(path: str, manifest: dict) -> None:
                 shutil.rmtree(os.path.join(pdir, name), ignore_errors=True)
     for name in os.listdir(path):
         full = os.path.join(path, name)
-        stale_catalog = name.startswith("catalog-") and not name.startswith(manifest["catalog"] or "\0")
-        if stale_catalog or name.startswith(".staging-") or (name.startswith(f".{MANIFEST}.")):
+        stale = any(name.startswith(kind + "-") and not name.startswith(manifest[kind] or "\0")
+                    for kind in ("catalog", "embedding"))
+        if stale or name.startswith(".staging-") or (name.startswith(f".{MANIFEST}.")):
             if os.path.isdir(full):
                 shutil.rmtree(full, ignore_errors=True)
             else:
@@ -144,16 +149,20 @@ def disk_bytes(path: str) -> int:
 
 
 class IndexReader:
-    """One consistent generation of an index, opened read-only (segments memory-mapped)."""
+    """One consistent generation of an index, opened read-only (postings memory-mapped, vectors loaded)."""
 
     def __init__(self, path: str):
         self.path = path
         self.manifest = read_manifest(path)
         self.config = LandmarkConfig.from_dict(self.manifest["landmark_config"])
+        seg_dirs = [os.path.join(path, "postings", s) for s in self.manifest["segments"]]
         try:
-            self.segments = [Segment.open(os.path.join(path, "postings", s)) for s in self.manifest["segments"]]
-        except (OSError, ValueError) as e:
-            raise IndexStoreError(f"{path}: damaged postings ({e})") from None
+            self.segments = [Segment.open(d) for d in seg_dirs]
+            self.embedding = EmbeddingSetup.read(os.path.join(path, self.manifest["embedding"]))
+            self.vectors = [v for v in map(VectorSegment.open, seg_dirs) if v is not None]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            # RuntimeError: FAISS' error for an unreadable vectors.faiss.
+            raise IndexStoreError(f"{path}: damaged index ({e})") from None
         cat = self.manifest["catalog"]
         if cat is None:
             raise IndexStoreError(f"{path}: index has no catalog")
@@ -163,6 +172,9 @@ class IndexReader:
         # next build, and hits inside these ranges are dropped.
         ranges = sorted(tuple(r) for r in self.manifest.get("removed", []))
         self.removed = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+        starts = self.removed[:, 0]
+        self.removed_tracks = frozenset(int(i) for seg in self.segments
+                                        for i in seg.tracks[np.isin(seg.tracks[:, 0], starts), 2])
 
     @property
     def frames(self) -> int:

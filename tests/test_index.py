@@ -112,6 +112,9 @@ def test_add_equals_one_build_and_needs_no_rebuild(refs, tmp_path):
         a, b = whole.identify_file(q), grown.identify_file(q)
         assert (a.status, a.label, a.track_id, a.offset_s, a.score) == (b.status, b.label, b.track_id, b.offset_s,
                                                                           b.score)
+        # The embedding side too: same vectors, same neighbours, same vote.
+        assert a.neighbours and a.neighbours[0]["label"] == f"song{i}"
+        assert (a.klass, a.class_confidence, a.neighbours) == (b.klass, b.class_confidence, b.neighbours)
     # A reader opened before the add still sees its own generation, consistently.
     y, _ = sf.read(refs / "song4.wav", dtype="float32")
     assert ident_before.identify_file(str(_write(tmp_path / "q4b.wav", y[:10 * SR]))).status == "no_match"
@@ -229,7 +232,9 @@ def test_remove_and_relabel_take_effect_without_rebuild(refs, tmp_path):
     gone = remove_from_index(str(idx), ["song2"], who="tester")
     assert [t.label for t in gone] == ["song2"]
     after = Identifier.open(idx)
-    assert after.identify_file(q2).status == "no_match"
+    r2 = after.identify_file(q2)
+    assert r2.status == "no_match"
+    assert "song2" not in [n["label"] for n in r2.neighbours]   # its vectors are gone too
     assert after.identify_file(q3).label == "song3"
     assert after.reader.catalog.totals()["tracks"] == 3
     # A reader of the previous generation keeps its consistent view.
