@@ -6,6 +6,12 @@ votes cluster (music repeats), so the rate is inflated by ``overdispersion``.  T
 all bins and speed hypotheses tried, that reach a pile's size by chance is the pile's *false-alarm expectation*
 ``E``; a match needs ``E`` below a threshold.  This adapts by itself to the index size, the query's length and how
 common its hashes are, where a fixed vote count would not.
+
+The speed hypotheses do not share that false-alarm budget equally: normal speed, where nearly all real queries
+are, gets ``normal_speed_share`` of it and the other speeds split the rest (a weighted Bonferroni correction, so
+the expected number of false alarms over all speeds is unchanged).  On real music not in the index the chance
+piles are in fact most frequent at the far speeds (fewer hits there, but as much structure), while weak true
+matches (music under loud noise or speech) are at normal speed.
 """
 from __future__ import annotations
 
@@ -63,7 +69,20 @@ def _poisson_sf(k: int, lam: float) -> float:
             return min(1.0, total)
 
 
-def false_alarms(votes: int, hits: int, frames: int, hypotheses: int, overdispersion: float) -> float:
+def speed_hypotheses(speed: float, speeds: Sequence[float], normal_speed_share: float) -> float:
+    """Number of hypotheses a pile at ``speed`` pays for: the inverse of its share of the false-alarm budget.
+
+    Normal speed (the grid value nearest 1) gets ``normal_speed_share``, every other speed of ``speeds`` an
+    equal part of the rest; the shares sum to 1, so ``1 / len(speeds)`` is the plain Bonferroni correction.
+    """
+    if len(speeds) < 2:
+        return 1.0
+    if speed == min(speeds, key=lambda s: abs(s - 1.0)):
+        return 1.0 / normal_speed_share
+    return (len(speeds) - 1) / (1.0 - normal_speed_share)
+
+
+def false_alarms(votes: int, hits: int, frames: int, hypotheses: float, overdispersion: float) -> float:
     """Expected number of random offset piles of at least ``votes`` (see module docstring)."""
     bins = max(frames / 3.0, 1.0)
     lam = overdispersion * hits / bins
@@ -155,7 +174,7 @@ def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] 
 
 
 def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Segment], speed: float, frames: int,
-               hypotheses: int, overdispersion: float) -> Candidate | None:
+               hypotheses: float, overdispersion: float) -> Candidate | None:
     """The most significant offset pile among one speed hypothesis' hits."""
     if hits is None:
         return None
@@ -187,7 +206,8 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float,
-          refine_false_alarms: float = 1.0, removed: np.ndarray | None = None) -> Candidate | None:
+          refine_false_alarms: float = 1.0, removed: np.ndarray | None = None,
+          normal_speed_share: float = 0.5) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
     ``speeds`` is an evenly spaced grid.  Normal speed is tried first and ends the search when its best pile's
@@ -196,15 +216,19 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     ``refine_false_alarms``) the search climbs through the neighbouring grid speeds while they improve it, so the
     reported speed is the best one and queries with nothing to find cost about half the grid.
     ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``); hits inside the
-    ``removed`` ``(frame_start, frame_count)`` ranges (sorted) are ignored.
+    ``removed`` ``(frame_start, frame_count)`` ranges (sorted) are ignored.  ``normal_speed_share`` is the part
+    of the false-alarm budget given to normal speed (see :func:`speed_hypotheses`).
     """
+    if not 0.0 < normal_speed_share < 1.0:
+        raise ValueError(f"normal_speed_share must be in (0, 1), got {normal_speed_share}")
     removed = np.zeros((0, 2), np.int64) if removed is None else removed
     tried: dict[float, Candidate | None] = {}
 
     def try_speeds(batch: Sequence[float]) -> None:
         hits = _hits_by_speed(peaks, segments, cfg, batch, max_postings, removed)
         for speed in batch:
-            tried[speed] = _best_pile(hits[speed], segments, speed, frames, len(speeds), overdispersion)
+            tried[speed] = _best_pile(hits[speed], segments, speed, frames,
+                                      speed_hypotheses(speed, speeds, normal_speed_share), overdispersion)
 
     def best_so_far() -> Candidate | None:
         found = [c for c in tried.values() if c is not None]

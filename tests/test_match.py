@@ -1,0 +1,66 @@
+"""The matcher's significance test: how the false-alarm budget is split over speed hypotheses."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soxr
+
+from audioid import synth
+from audioid.fingerprint.landmarks import query_peaks
+from audioid.index.match import match, speed_grid, speed_hypotheses
+from audioid.index.store import IndexReader
+
+from conftest import Library
+
+SPEEDS = speed_grid(0.03, 0.005)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_speed_shares_sum_to_the_whole_budget(share):
+    # A weighted Bonferroni correction: the inverse hypothesis counts are the shares and add up to 1.
+    assert sum(1.0 / speed_hypotheses(s, SPEEDS, share) for s in SPEEDS) == pytest.approx(1.0)
+    assert speed_hypotheses(1.0, SPEEDS, share) == pytest.approx(1.0 / share)
+
+
+def test_equal_shares_are_plain_bonferroni():
+    for s in SPEEDS:
+        assert speed_hypotheses(s, SPEEDS, 1.0 / len(SPEEDS)) == pytest.approx(len(SPEEDS))
+    assert speed_hypotheses(1.0, [1.0], 0.5) == 1.0
+
+
+def _search(reader: IndexReader, y: np.ndarray, share: float):
+    # stop_false_alarms=0 searches every speed, so the piles found do not depend on the share.
+    return match(query_peaks(y, reader.config), reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS,
+                 max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed,
+                 normal_speed_share=share)
+
+
+def _query(lib: Library, label: str, seconds: float = 10.0) -> np.ndarray:
+    y = lib.tracks[label][-int(seconds * lib.sr):]
+    noisy = synth.mix_at_snr(y, synth.pink_noise(5, len(y)), 0.0)
+    return soxr.resample(noisy, lib.sr, 8000).astype(np.float32)
+
+
+def test_normal_speed_match_pays_for_its_share_only(library: Library):
+    reader = IndexReader(str(library.index))
+    try:
+        y = _query(library, "track3")
+        even, favoured = _search(reader, y, 1.0 / len(SPEEDS)), _search(reader, y, 0.5)
+        assert even.speed == favoured.speed == 1.0 and favoured.track_id == even.track_id
+        assert favoured.false_alarms == pytest.approx(even.false_alarms * 2 / len(SPEEDS))
+        # A pile found at another speed pays for the rest of the budget's split.
+        fast = soxr.resample(y, 8000, 8000 / 1.02).astype(np.float32)
+        even, favoured = _search(reader, fast, 1.0 / len(SPEEDS)), _search(reader, fast, 0.5)
+        assert even.speed != 1.0 and favoured.speed == even.speed
+        assert favoured.false_alarms == pytest.approx(even.false_alarms * (len(SPEEDS) - 1) * 2 / len(SPEEDS))
+    finally:
+        reader.close()
+
+
+def test_share_must_be_a_proper_fraction(library: Library):
+    reader = IndexReader(str(library.index))
+    try:
+        with pytest.raises(ValueError):
+            _search(reader, np.zeros(8000, np.float32), 1.0)
+    finally:
+        reader.close()
