@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import TruthRow, percentiles, read_truth, same_file, wilson_interval  # noqa: E402
 
+from audioid.fingerprint.audio import load  # noqa: E402
 from audioid.index.build import build_index  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
@@ -142,9 +143,17 @@ def identify_all(ident: Identifier, rows: Sequence[TruthRow], outro_seconds: flo
             res = ident.identify_file(row.query_path, outro_seconds=outro_seconds)
             ms = (time.perf_counter() - t0) * 1000
             r = res.to_dict()
+            class_ms = None
+            if r["status"] != "error":
+                # The class vote's share of that time, timed alone on the same decoded audio.
+                audio = load(row.query_path, ident.sample_rate, tail_seconds=outro_seconds or None)
+                t0 = time.perf_counter()
+                ident.classify_samples(audio.samples, ident.sample_rate)
+                class_ms = round((time.perf_counter() - t0) * 1000, 2)
             matched = paths.get(r.get("track_id")) if r.get("status") == "match" else None
             rec = {"query_path": row.query_path, "condition": row.condition, "reference_path": row.reference_path,
                    "outcome": classify(row, r["status"], matched), "matched_path": matched, "ms": round(ms, 2),
+                   "class_ms": class_ms,
                    "offset_error_s": offset_error(row, r), "sample_rate": row.extra.get("sample_rate"),
                    "match_confidence": match_confidence(r), "result": r, "top_candidate": None}
             if loose is not None and r["status"] == "no_match":
@@ -305,6 +314,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += [f"| index size | {ix['bytes'] / 1e6:.1f} MB, {_f(ix['mb_per_hour'], '{:.2f}')} MB per hour of audio |",
               f"| warm identify per query | p50 {_f(lat['p50'], '{:.0f}')} ms, p95 {_f(lat['p95'], '{:.0f}')} ms, "
               f"max {_f(lat['max'], '{:.0f}')} ms |",
+              f"| of which the class vote (embedding + kNN) | p50 {_f(lat.get('class_p50'), '{:.1f}')} ms, "
+              f"p95 {_f(lat.get('class_p95'), '{:.1f}')} ms |",
               f"| cold CLI identify | {cold_text} |",
               f"| peak RSS | {rss['self']:.0f} MB this process, {rss['children']:.0f} MB largest child |", "",
               "| condition | n | top-1 hit rate (95 % CI) | wrong track | no match (top candidate right) "
@@ -416,6 +427,7 @@ def summarise(records: Sequence[dict[str, Any]], args: argparse.Namespace, build
                        if pos else None, "negatives": len(neg),
                        "fp_rate": sum(r["outcome"] == "fp" for r in neg) / len(neg) if neg else None}
     ms = [r["ms"] for r in records]
+    cms = [r["class_ms"] for r in records if r.get("class_ms") is not None]
     return {
         "truth": os.path.abspath(args.truth), "refs": os.path.abspath(args.refs), "index_dir": args.index,
         "queries": len(records), "outro_seconds": args.outro_seconds,
@@ -426,7 +438,9 @@ def summarise(records: Sequence[dict[str, Any]], args: argparse.Namespace, build
         "build": build, "index": index, "cold_cli": cold,
         "latency_ms": {"p50": float(np.percentile(ms, 50)) if ms else None,
                        "p95": float(np.percentile(ms, 95)) if ms else None, "max": max(ms, default=None),
-                       "mean": float(np.mean(ms)) if ms else None},
+                       "mean": float(np.mean(ms)) if ms else None,
+                       "class_p50": _median(r["class_ms"] for r in records),
+                       "class_p95": float(np.percentile(cms, 95)) if cms else None},
         "conditions": {c: summarise_condition(recs) for c, recs in by_cond.items()},
         "by_sample_rate": rates,
         "scores": score_report(records),

@@ -2,7 +2,8 @@
 
 Every query is a short "recording": a few seconds of a presenter talking, then the end of a song (the outro),
 degraded the way broadcast captures are.  Two queries hold music or speech that is not in the index and must
-come back ``no_match``.
+come back ``no_match``, classed as music and dialogue by the labelled references (songs, a few speech clips
+and talk over music).
 """
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ SONGS = [  # (label, title, seed, seconds)
     ("glass-harbour", "Glass Harbour", 5, 30),
     ("tin-parade", "Tin Parade", 6, 45),
 ]
+OTHERS = [  # labelled non-music references, for the class vote: (label, class, seed, seconds)
+    ("newsreader-a", "dialogue", 21, 30),
+    ("newsreader-b", "dialogue", 22, 30),
+    ("talk-over-music", "both", 23, 30),
+]
+
+
+def _other(klass: str, seed: int, seconds: float) -> "np.ndarray":
+    from audioid import synth
+
+    voice = synth.speech_like(seed, seconds, SR)
+    return voice if klass == "dialogue" else synth.mix_at_snr(synth.music_track(seed, seconds, SR), voice, 0.0)
 
 
 def _queries(songs: dict[str, "np.ndarray"]) -> list[tuple[str, str, "np.ndarray", int, int | None]]:
@@ -56,8 +69,9 @@ def _queries(songs: dict[str, "np.ndarray"]) -> list[tuple[str, str, "np.ndarray
         ("05-telephone-8kHz.wav", "glass-harbour", _to_8k(synth.telephone_band(recording("glass-harbour"), SR)),
          8000, None),
         ("06-speed+2%-32kbps.mp3", "tin-parade", np.concatenate([talk, sped[-10 * SR:]]), SR, 32),
-        ("07-unknown-song.wav", "no_match", np.concatenate([talk, synth.music_track(99, 10.0, SR)]), SR, None),
-        ("08-speech-only.wav", "no_match", synth.speech_like(11, 12.0, SR), SR, None),
+        ("07-unknown-song.wav", "no_match (music)", np.concatenate([talk, synth.music_track(99, 10.0, SR)]), SR,
+         None),
+        ("08-speech-only.wav", "no_match (dialogue)", synth.speech_like(11, 12.0, SR), SR, None),
     ]
 
 
@@ -88,11 +102,14 @@ def run_demo(keep: str | None = None) -> bool:
                 songs[label] = synth.music_track(seed, seconds, SR)
                 sf.write(os.path.join(refs, f"{label}.flac"), songs[label], SR)
                 w.writerow([f"{label}.flac", label, title, "audioid.synth", "music", seed])
+            for label, klass, seed, seconds in OTHERS:
+                sf.write(os.path.join(refs, f"{label}.flac"), _other(klass, seed, seconds), SR)
+                w.writerow([f"{label}.flac", label, "", "audioid.synth", klass, seed])
         minutes = sum(s for *_, s in SONGS) / 60
         t1 = time.monotonic()
         report = audioid.build_index(os.path.join(refs, "manifest.csv"), index)
-        click.echo(f"Synthesized {len(SONGS)} songs ({minutes:.1f} min) in {t1 - t0:.1f} s and indexed "
-                   f"{len(report.added)} in {time.monotonic() - t1:.1f} s.")
+        click.echo(f"Synthesized {len(SONGS)} songs ({minutes:.1f} min) and {len(OTHERS)} speech references in "
+                   f"{t1 - t0:.1f} s and indexed {len(report.added)} in {time.monotonic() - t1:.1f} s.")
         expected = {}
         for name, want, y, sr, kbps in _queries(songs):
             path = os.path.join(qdir, name)
@@ -104,19 +121,21 @@ def run_demo(keep: str | None = None) -> bool:
         click.echo("Identifying the last 10 s of each recording (presenter talk, then a song's end, degraded):\n")
         table = TableWriter(sys.stdout, [
             Column("recording", lambda r: os.path.basename(r["path"]), 24),
-            Column("expected", lambda r: r["expected"], 15),
+            Column("expected", lambda r: r["expected"], 19),
             Column("status", lambda r: r["status"], 8),
             Column("label", lambda r: r["label"], 15),
             Column("score", lambda r: r["score"], 5, right=True),
             Column("conf", lambda r: f"{r['confidence']:.2f}", 4, right=True),
             Column("offset_s", lambda r: None if r["offset_s"] is None else f"{r['offset_s']:.2f}", 8, right=True),
             Column("speed", lambda r: None if r["speed"] is None else f"{r['speed']:.3f}", 5, right=True),
+            Column("class", lambda r: r["class"], 8),
             Column("ok", lambda r: r["ok"], 3),
         ])
         good = 0
         for path, results in audioid.iter_identify(index, list(expected)):
             r = results[0].to_dict()
-            ok = (r["label"] or r["status"]) == expected[path]
+            got = r["label"] or f"{r['status']} ({r['class']})"
+            ok = got == expected[path]
             good += ok
             table.write(dict(r, expected=expected[path], ok="yes" if ok else "NO"))
         click.echo(f"\n{good}/{len(expected)} as expected; whole demo took {time.monotonic() - t0:.1f} s.")

@@ -12,7 +12,7 @@ import numpy as np
 from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.landmarks import query_peaks
 from .classify import ClassifyConfig
-from .embeddings import classify_vectors
+from .embeddings import Vote, classify_vectors
 from .match import match, speed_grid
 from .result import Result
 from .store import IndexReader
@@ -96,10 +96,14 @@ class Identifier:
         """
         result = self._landmark_result(y, sr, path, start_s, matched_range)
         if len(y):
-            vote = classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
-                                    self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
+            vote = self.classify_samples(y, sr)
             result.klass, result.class_confidence, result.neighbours = vote.klass, vote.confidence, vote.neighbours
         return result
+
+    def classify_samples(self, y: np.ndarray, sr: int) -> Vote:
+        """Music / dialogue / both vote and nearest reference tracks for the last window of ``y`` (at ``sr``)."""
+        return classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
+                                self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
 
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
