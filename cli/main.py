@@ -207,6 +207,34 @@ def index_report(index_dir: str, batch: int, as_json: bool) -> None:
     click.echo(format_report(rep))
 
 
+@index_group.command("check")
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def index_check(index_dir: str, as_json: bool) -> None:
+    """Check that the index's manifest, catalog, landmarks, embeddings and label log agree.
+
+    Leftovers of an interrupted write (ignored by readers, removed by the next write) are warnings. Exits 1
+    when anything a reader would trust is inconsistent.
+    """
+    from audioid.index.check import check_index
+
+    rep = check_index(index_dir)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep.to_dict()))
+    else:
+        click.echo(f"{index_dir}: generation {rep.generation}, {rep.tracks} tracks, {rep.postings:,} landmarks, "
+                   f"{rep.vectors:,} embeddings")
+        for w in rep.warnings:
+            click.echo(f"  warning  {w}")
+        for e in rep.errors:
+            click.echo(f"  error    {e}")
+        click.echo("consistent" if rep.ok else f"INCONSISTENT: {len(rep.errors)} error(s)")
+    if not rep.ok:
+        sys.exit(1)
+
+
 @index_group.command("stats")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -323,11 +323,12 @@ def _read_log(path: str, manifest: dict) -> list[dict]:
 
 
 def _resolve(catalog: Catalog, refs: Sequence[str | int], path: str) -> list[Track]:
-    """Tracks named by id (digits) or label; an unknown reference is an error naming it."""
+    """Tracks named by label or id (digits); an int is an id only (a label may be digits too).  An unknown
+    reference is an error naming it."""
     found: dict[int, Track] = {}
     for ref in refs:
         text = str(ref)
-        tracks = catalog.by_label(text)
+        tracks = [] if isinstance(ref, int) else catalog.by_label(text)
         if not tracks and text.isdigit():
             t = catalog.get(int(text))
             tracks = [t] if t else []
@@ -380,10 +381,12 @@ def relabel_in_index(path: str, track_id: int, *, label: str | None = None, klas
         track = catalog.get(int(track_id))
         if track is None:
             raise IndexStoreError(f"{path}: no track with id {track_id}")
-        catalog.update_labels(track.id, label=label, title=title, artist=artist, **{"class": klass})
-        catalog.log([{"at": now_iso(), "who": who or default_who(), "action": "relabel",
-                      "content_hash": track.content_hash, "track_id": track.id, "label": label,
-                      "class": klass, "title": title, "artist": artist}], gen)
-        # A new generation tells long-running readers (a server) that something changed.
+        # The new generation first, then the change and its log entry in one transaction: a crash in between
+        # leaves the labels as they were (under a generation number that changed nothing), never a label change
+        # without its log entry.  The new generation also tells long-running readers that something changed.
         write_manifest(os.fspath(path), dict(manifest, generation=gen, updated_at=now_iso()))
+        catalog.relabel(track.id, {"at": now_iso(), "who": who or default_who(), "action": "relabel",
+                                   "content_hash": track.content_hash, "track_id": track.id, "label": label,
+                                   "class": klass, "title": title, "artist": artist}, gen,
+                        label=label, title=title, artist=artist, **{"class": klass})
         return catalog.get(track.id)

@@ -7,6 +7,7 @@ between writing rows and swapping the MANIFEST never shows half an add or remove
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -107,9 +108,18 @@ class Catalog:
         self.path = path
         self.segments = tuple(segments)
         self.generation = generation
-        uri = f"file:{path}?mode=ro" if readonly else f"file:{path}"
-        self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+        # A writer killed inside a transaction leaves a hot journal that the next connection must roll back,
+        # which a mode=ro connection cannot do ("attempt to write a readonly database").  So readers open
+        # read-write where they may (query_only keeps them from changing anything) and read-only only where
+        # the folder is not writable.
         if not readonly:
+            mode = "rwc"
+        else:
+            mode = "rw" if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) else "ro"
+        self.db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False, timeout=30)
+        if readonly:
+            self.db.execute("PRAGMA query_only=ON")
+        else:
             self.db.execute("PRAGMA journal_mode=DELETE")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
@@ -152,10 +162,26 @@ class Catalog:
                                f"AND {where}", [*ids, *args])
         return {i: (label, klass) for i, label, klass in rows}
 
-    def tracks(self) -> list[Track]:
+    def _filtered(self, label: str | None, klass: str | None) -> tuple[str, list]:
         where, args = self._live()
-        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE {where} ORDER BY id", args)
+        for column, value in (("label", label), ("class", klass)):
+            if value is not None:
+                where, args = f"{where} AND {column} = ?", [*args, value]
+        return where, args
+
+    def tracks(self, *, label: str | None = None, klass: str | None = None, limit: int | None = None,
+               offset: int = 0) -> list[Track]:
+        """Live tracks by id, optionally only those with ``label`` and/or class ``klass``, one page of them."""
+        where, args = self._filtered(label, klass)
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE {where} ORDER BY id "
+                               f"LIMIT ? OFFSET ?", [*args, -1 if limit is None else limit, offset])
         return [_row_to_track(r) for r in rows]
+
+    def count(self, *, label: str | None = None, klass: str | None = None) -> int:
+        """How many live tracks :meth:`tracks` with the same filters lists in all."""
+        where, args = self._filtered(label, klass)
+        (n,) = self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()
+        return n
 
     def totals(self) -> dict[str, float]:
         where, args = self._live()
@@ -182,20 +208,25 @@ class Catalog:
             self.db.executemany("UPDATE tracks SET removed_in = ? WHERE id = ? AND removed_in IS NULL",
                                 [(generation, int(i)) for i in track_ids])
 
-    def update_labels(self, track_id: int, **fields: str | None) -> None:
-        """Set ``label``, ``title``, ``artist`` and/or ``class`` of a track (keys with value None are kept)."""
+    def relabel(self, track_id: int, entry: dict[str, Any], generation: int, **fields: str | None) -> None:
+        """Set ``label``, ``title``, ``artist`` and/or ``class`` of a track (keys with value None are kept) and
+        log ``entry`` for ``generation``, in one transaction: a crash leaves both or neither."""
         changes = {k: v for k, v in fields.items() if v is not None}
-        if not changes:
-            return
         assign = ", ".join(f"{k} = ?" for k in changes)
         with self.db:
-            self.db.execute(f"UPDATE tracks SET {assign} WHERE id = ?", [*changes.values(), track_id])
+            if changes:
+                self.db.execute(f"UPDATE tracks SET {assign} WHERE id = ?", [*changes.values(), track_id])
+            self._log([entry], generation)
 
     def log(self, entries: Iterable[dict[str, Any]], generation: int) -> None:
         """Append label-log entries (dicts with keys of ``LOG_COLUMNS``; missing ones are NULL) made by the
         write that commits ``generation``."""
-        rows = [(generation, *(e.get(c) for c in LOG_COLUMNS)) for e in entries]
         with self.db:
+            self._log(entries, generation)
+
+    def _log(self, entries: Iterable[dict[str, Any]], generation: int) -> None:
+        rows = [(generation, *(e.get(c) for c in LOG_COLUMNS)) for e in entries]
+        if rows:
             self.db.executemany(f"INSERT INTO label_log (generation, {', '.join(LOG_COLUMNS)}) "
                                 f"VALUES (?, {','.join('?' * len(LOG_COLUMNS))})", rows)
 

@@ -18,7 +18,7 @@ from ..fingerprint.audio import resample
 from ..fingerprint.embedding import EmbeddingConfig, Standardizer, default_standardizer, embed, embed_windows
 from .catalog import Catalog
 from .classify import Classification, ClassifyConfig, classify
-from .vectors import VectorSegment, build_faiss, search_segments, track_of
+from .vectors import VectorSegment, search_segments, track_of
 
 DEFAULT_FACTORY = "Flat"
 
@@ -78,8 +78,10 @@ class EmbeddingSetup:
 
 def check_factory(factory: str, dim: int) -> None:
     """Raise ValueError naming ``factory`` when FAISS cannot build an inner-product index of ``dim`` from it."""
+    import faiss
+
     try:
-        build_faiss(np.eye(8, dim, dtype=np.float32), np.arange(8, dtype=np.int64), factory)
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except Exception as e:  # FAISS raises RuntimeError with its own text for every kind of bad string
         raise ValueError(f"vector index type {factory!r} is not a usable FAISS index_factory string ({e})") from None
 
