@@ -49,6 +49,11 @@ def create_label_app(pool: str | os.PathLike | LabelSession, index: str | os.Pat
             return jsonify(error=str(e)), 400
         return jsonify(session.question())
 
+    @app.errorhandler(400)
+    @app.errorhandler(404)
+    def error(e):
+        return jsonify(error=e.description), e.code
+
     @app.get("/")
     def page():
         return send_file(os.path.join(STATIC, "label.html"))
