@@ -52,11 +52,20 @@ def to_mono(data: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(data, dtype=np.float32) @ weights)
 
 
+# Float files may hold any value; beyond this level (120 dB over full scale) the analysis' power sums overflow.
+_MAX_LEVEL = 1e6
+
+
 def sanitize(y: np.ndarray) -> np.ndarray:
-    """Replace NaN and +-Inf (float files can hold them) with silence; returns ``y`` itself when all finite."""
-    if np.isfinite(y).all():
-        return y
-    return np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    """Replace NaN and +-Inf (float files can hold them) with silence and clip samples beyond +-``_MAX_LEVEL``.
+
+    Returns ``y`` itself when there is nothing to fix.
+    """
+    if not np.isfinite(y).all():
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    if len(y) and max(float(y.max()), -float(y.min())) > _MAX_LEVEL:
+        y = np.clip(y, -_MAX_LEVEL, _MAX_LEVEL)
+    return y
 
 
 def resample(y: np.ndarray, orig_sr: float, target_sr: int) -> np.ndarray:

@@ -562,7 +562,7 @@ def _mp3_full(path: str, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -> D
     sr = s.info.sample_rate
     if trusted:
         # mpg123 knows the true length from the Xing header: let libsndfile read the file itself
-        data = _sf_read_mp3(path, path, _max_frames(s) * s.info.samples)
+        data = _sf_read_mp3(path, os.fsencode(path), _max_frames(s) * s.info.samples)
         return Decoded(data, sr, 0, len(data))
     offsets = _scan_frames(mm, s.audio_start, s.audio_end, s.table)
     if not offsets:
@@ -718,10 +718,13 @@ def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
 
 
 def _decode_sndfile(path: str, tail: float | None, grid: int | None) -> Decoded:
-    """Decode through libsndfile: seek for a tail when the claimed length holds, else stream the real data."""
+    """Decode through libsndfile: seek for a tail when the claimed length holds, else stream the real data.
+
+    Paths go to soundfile as bytes: it encodes a ``str`` strictly, which fails for a name that is not UTF-8.
+    """
     import soundfile as sf
 
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(os.fsencode(path)) as f:
         sr, claimed = f.samplerate, f.frames
         if sr < _MIN_RATE or sr > _MAX_RATE:
             raise AudioError(f"{path}: implausible sample rate {sr} Hz (corrupt header?)")
@@ -742,7 +745,7 @@ def _decode_sndfile(path: str, tail: float | None, grid: int | None) -> Decoded:
                 return Decoded(data, sr, start, claimed)
     # The header's length is missing or wrong (e.g. a truncated FLAC, or one written to a pipe): read
     # sequentially, keeping only a window that is the tail if the file ends where the header says or earlier.
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(os.fsencode(path)) as f:
         keep = math.ceil(tail * sr) + sr  # one second spare for grid alignment
         data, total = _read_blocks(f, keep)
     want = _tail_frames(total, tail, sr, grid)
