@@ -59,7 +59,7 @@ class HcglConfig:
 
     max_points: int = 4000
     micro_clusters: int = 2000
-    kmeans_iter: int = 20
+    kmeans_iter: int = 10
     checks: float = 0.5
     max_checks: int = 12
     flag_share: float = 0.5
@@ -109,11 +109,25 @@ class Hierarchy:
 
 
 def kmeans(x: np.ndarray, k: int, n_iter: int, seed: int) -> np.ndarray:
-    """Lloyd's k-means from a k-means++-style seeding; returns each row's cluster (empty clusters dropped,
-    labels renumbered ``0..k'-1``)."""
-    from scipy.cluster.vq import kmeans2
+    """Lloyd's k-means from ``k`` distinct rows drawn with ``seed``; returns each row's cluster (empty clusters
+    dropped, labels renumbered ``0..k'-1``).  Distances by one matrix product per iteration: scipy's ``kmeans2``
+    takes minutes at 30,000 x 2,000."""
+    from scipy.sparse import csr_matrix
 
-    _centroids, labels = kmeans2(x.astype(np.float64), k, iter=n_iter, minit="++", seed=seed)
+    rng = np.random.default_rng(seed)
+    centroids = x[rng.choice(len(x), k, replace=False)]
+    sq = (x * x).sum(axis=1)
+    labels = np.zeros(len(x), np.int64)
+    for _ in range(n_iter):
+        d = sq[:, None] - 2.0 * (x @ centroids.T) + (centroids * centroids).sum(axis=1)[None, :]
+        new = d.argmin(axis=1)
+        if np.array_equal(new, labels) and _ > 0:
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = csr_matrix((np.ones(len(x), x.dtype), (labels, np.arange(len(x)))), shape=(k, len(x))) @ x
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
     return np.unique(labels, return_inverse=True)[1]
 
 
@@ -127,7 +141,7 @@ def build_hierarchy(vectors: np.ndarray, cfg: HcglConfig = HcglConfig()) -> Hier
     if n == 0:
         raise ValueError("cannot cluster an empty pool")
     if n > cfg.max_points:
-        leaf_of = kmeans(x, min(cfg.micro_clusters, n), cfg.kmeans_iter, cfg.seed)
+        leaf_of = kmeans(x.astype(np.float32), min(cfg.micro_clusters, n), cfg.kmeans_iter, cfg.seed)
         n_leaves = int(leaf_of.max()) + 1
         counts = np.bincount(leaf_of, minlength=n_leaves)
         points = np.stack([x[leaf_of == i].mean(axis=0) for i in range(n_leaves)])
