@@ -353,3 +353,9 @@ def demo(keep: str | None) -> None:
 
     if not run_demo(keep):
         sys.exit(1)
+
+
+from .labelling import chunk, label  # noqa: E402  (registered last: they use helpers defined above)
+
+cli.add_command(chunk)
+cli.add_command(label)
