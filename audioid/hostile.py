@@ -121,7 +121,7 @@ def _pcm16(y: np.ndarray) -> bytes:
     return (np.clip(y, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-def _encode(path: str | bytes | os.PathLike, y: np.ndarray, rate: int, fmt: str) -> None:
+def encode(path: str | bytes | os.PathLike, y: np.ndarray, rate: int, fmt: str) -> None:
     """Write mono or ``(frames, channels)`` ``y`` as ``fmt`` (``wav``, ``mp3``, ``flac`` or ``ogg``)."""
     import soundfile as sf
 
@@ -276,7 +276,7 @@ def make_hostile_set(folder: str | os.PathLike, seed: int = 0, *, long_seconds: 
     good: dict[str, tuple[str, bytes]] = {}
     for fmt, label in zip(("wav", "mp3", "flac", "ogg"), labels * 2):
         path = add(f"good-{fmt}", "good", None, "match", label, ext=fmt)
-        _encode(path, rec[label], SR, fmt)
+        encode(path, rec[label], SR, fmt)
         good[fmt] = (label, path.read_bytes())
 
     cases_empty(add)
@@ -310,7 +310,7 @@ def make_hostile_set(folder: str | os.PathLike, seed: int = 0, *, long_seconds: 
     hi = resample(rec[labels[2]][-12 * SR:], SR, 192000)
     multi = np.zeros((len(hi), 8), np.float32)
     multi[:, 0] = multi[:, 1] = hi
-    _encode(add("8ch-192k", "multichannel", None, "match", labels[2], ext="flac"), multi, 192000, "flac")
+    encode(add("8ch-192k", "multichannel", None, "match", labels[2], ext="flac"), multi, 192000, "flac")
 
     cases_names(folder, cases, rec[labels[1]], labels[1])
     cases_special(folder, cases, _pcm16(rec[labels[0]]))
@@ -405,7 +405,7 @@ def cases_names(folder: Path, cases: list[Case], y: np.ndarray, label: str) -> N
     for k, name in enumerate((b"new\nline.wav", b"quotes ' and \".flac", b"dollar $HOME `id` $(id).ogg",
                               b"-dash; rm -rf x.wav", b"latin1 caf\xe9 \xff\xfe.mp3", b"tab\there\r.wav")):
         path = os.path.join(sub, name)
-        _encode(path, y, SR, os.path.splitext(name)[1][1:].decode())  # bytes: soundfile cannot encode surrogates
+        encode(path, y, SR, os.path.splitext(name)[1][1:].decode())  # bytes: soundfile cannot encode surrogates
         cases.append(Case(f"name-{k}", "names", os.fsdecode(path), "match", label))
 
 
