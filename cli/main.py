@@ -338,6 +338,41 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------------------------------- serve ---
+
+@cli.command()
+@_index_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; 0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
+              help="Requests handled at once.")
+@click.option("--token", envvar="AUDIOID_TOKEN", default=None, metavar="TOKEN",
+              help="Bearer token the write endpoints require [env AUDIOID_TOKEN; default: none].")
+@click.option("--token-all", is_flag=True, help="Require the token on read endpoints too (not /health, /openapi.json).")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True,
+              metavar="MB", help="Largest request body.")
+def serve(index_dir: str, host: str, port: int, threads: int, token: str | None, token_all: bool,
+          max_upload_mb: float) -> None:
+    """Serve the HTTP API (identify, tracks, stats; GET /openapi.json) on waitress until interrupted.
+
+    The index need not exist yet (503 until the first build). Builds, adds and label changes made while it runs,
+    by this server or by other processes, are picked up without a restart.
+    """
+    if token_all and not token:
+        raise click.UsageError("--token-all needs --token (or AUDIOID_TOKEN)")
+    from audioid.api import create_app, make_server
+
+    app = create_app(index_dir, token=token, token_all=token_all, max_upload_mb=max_upload_mb)
+    server = make_server(app, host=host, port=port, threads=threads)
+    shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
+    click.echo(f"serving {index_dir} on http://{shown}:{server.effective_port} (Ctrl-C stops)", err=True)
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("warning: no --token: anyone who can reach this address can change the index", err=True)
+    server.run()
+
+
 # ---------------------------------------------------------------------------------------------------- demo ---
 
 @cli.command()

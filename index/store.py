@@ -41,6 +41,10 @@ class IndexStoreError(Exception):
     """The index directory is missing, locked, damaged or of a format this version does not understand."""
 
 
+class IndexLockedError(IndexStoreError):
+    """Another writer holds the index's lock (a server retries or answers 409 instead of failing)."""
+
+
 def read_manifest(path: str) -> dict:
     """Read and validate ``path/MANIFEST.json``."""
     mpath = os.path.join(path, MANIFEST)
@@ -106,8 +110,8 @@ def writer_lock(path: str, wait_s: float = 0.0) -> Iterator[None]:
                 break
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    raise IndexStoreError(f"{path}: another process is writing to this index; try again when it "
-                                      f"has finished") from None
+                    raise IndexLockedError(f"{path}: another process is writing to this index; try again when it "
+                                           f"has finished") from None
                 time.sleep(0.1)
         yield
     finally:
@@ -184,6 +188,17 @@ class IndexReader:
     @property
     def generation(self) -> int:
         return int(self.manifest["generation"])
+
+    def stats(self) -> dict:
+        """Tracks, hashes, hours of audio, size on disk, format version, generation, segments and embeddings."""
+        totals = self.catalog.totals()
+        m = self.manifest
+        return {"tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
+                "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(self.path),
+                "format_version": m["format_version"], "generation": self.generation,
+                "segments": len(m["segments"]), "vectors": sum(len(v) for v in self.vectors),
+                "vector_index": self.embedding.factory, "created_at": m.get("created_at"),
+                "updated_at": m.get("updated_at")}
 
     def close(self) -> None:
         self.catalog.close()

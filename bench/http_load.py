@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Load test of ``POST /identify``: latency and throughput at 1, 4 and 16 concurrent clients, server memory over
+many requests, and the library's own warm identify rate on the same files.
+
+Usage::
+
+    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 4]
+
+The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
+and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
+``audioid serve`` in its own process (so its RSS is its own); clients are threads of this process, each with a
+keep-alive session, sending multipart uploads.  The library rate is measured with FAISS on one OpenMP thread, as
+the server runs it.  Prints markdown for ``bench/RESULTS.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import requests
+import soundfile as sf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import percentiles  # noqa: E402
+
+from audioid import synth  # noqa: E402
+from audioid.index.build import build_index  # noqa: E402
+from audioid.index.identify import Identifier  # noqa: E402
+from audioid.index.sources import reference_specs  # noqa: E402
+from audioid.index.store import IndexReader, IndexStoreError  # noqa: E402
+
+SR = 16000
+TRACK_S = 30.0
+QUERY_S = 10.0
+
+
+def _write_track(args: tuple[str, int]) -> None:
+    folder, seed = args
+    sf.write(os.path.join(folder, f"song{seed:05d}.flac"), synth.music_track(seed, TRACK_S, SR), SR)
+
+
+def ensure_index(work: str, tracks: int, jobs: int) -> str:
+    """``WORK/index`` with ``tracks`` synthetic songs, built unless an index of that size is there."""
+    index = os.path.join(work, "index")
+    try:
+        reader = IndexReader(index)
+        n = reader.catalog.totals()["tracks"]
+        reader.close()
+        if n == tracks:
+            return index
+    except IndexStoreError:
+        pass
+    refs = os.path.join(work, "refs")
+    os.makedirs(refs, exist_ok=True)
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(jobs) as pool:
+        list(pool.map(_write_track, [(refs, s) for s in range(1, tracks + 1)], chunksize=16))
+    print(f"synthesized {tracks} songs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    t0 = time.perf_counter()
+    report = build_index(reference_specs(refs), index, jobs=jobs)
+    print(f"indexed {len(report.added)} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return index
+
+
+def make_queries(work: str, count: int, tracks: int) -> list[str]:
+    """10 s MP3 outros of ``count`` indexed songs (seeds spread over the index)."""
+    folder = os.path.join(work, "queries")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for seed in np.linspace(1, tracks, count).astype(int):
+        path = os.path.join(folder, f"outro{seed:05d}.mp3")
+        if not os.path.exists(path):
+            synth.write_mp3(path, synth.music_track(int(seed), TRACK_S, SR)[-int(QUERY_S * SR):], SR)
+        paths.append(path)
+    return paths
+
+
+def library_rate(index: str, files: list[str], calls: int, threads: int) -> float:
+    """Warm identifications per second of one shared :class:`Identifier` called from ``threads`` threads."""
+    ident = Identifier.open(index)
+    try:
+        for f in files:                                   # warm: page cache, FAISS, code paths
+            ident.identify_file(f)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda i: ident.identify_file(files[i % len(files)]), range(calls)))
+        return calls / (time.perf_counter() - t0)
+    finally:
+        ident.close()
+
+
+def start_server(index: str, threads: int) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    if " on http://" not in line:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line}")
+    return proc, line.split(" on ")[1].split()[0]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def load(url: str, bodies: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, Any]:
+    """``total`` POST /identify requests from ``clients`` threads; latency percentiles, throughput, statuses."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def client() -> None:
+        with requests.Session() as s:
+            for i in counter:                     # shared iterator: next() on a range iterator is atomic
+                name, data = bodies[i % len(bodies)]
+                t0 = time.perf_counter()
+                r = s.post(f"{url}/identify", files={"file": (name, data, "audio/mpeg")})
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt * 1000)
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(client) for _ in range(clients)]:
+            f.result()
+    wall = time.perf_counter() - t0
+    p = percentiles(latencies, (50, 95, 99))
+    return {"clients": clients, "requests": total, "rps": total / wall, "p50": p["p50"], "p95": p["p95"],
+            "p99": p["p99"], "max": p["max"], "statuses": statuses}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default="/tmp/audioid-http-bench", help="Folder for the index and queries.")
+    ap.add_argument("--tracks", type=int, default=1000, help="Songs in the index.")
+    ap.add_argument("--queries", type=int, default=20, help="Distinct query files.")
+    ap.add_argument("--per-level", type=int, default=400, help="Requests per concurrency level.")
+    ap.add_argument("--requests", type=int, default=10000, help="Requests of the memory run (at 4 clients).")
+    ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building the index.")
+    args = ap.parse_args(argv)
+
+    index = ensure_index(args.work, args.tracks, args.jobs)
+    import faiss
+
+    faiss.omp_set_num_threads(1)            # as the server does (api.make_server): parallel queries, not searches
+    files = make_queries(args.work, args.queries, args.tracks)
+    bodies = [(os.path.basename(f), open(f, "rb").read()) for f in files]
+    lib1 = library_rate(index, files, args.per_level, 1)
+    lib4 = library_rate(index, files, args.per_level, 4)
+
+    proc, url = start_server(index, args.threads)
+    try:
+        load(url, bodies, 4, 2 * len(bodies))             # warm the server as the library was warmed
+        levels = [load(url, bodies, c, args.per_level) for c in (1, 4, 16)]
+        rss_before = rss_mb(proc.pid)
+        memory = load(url, bodies, 4, args.requests)
+        rss_after = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    errors = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s >= 500)
+    wrong = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s != 200)
+    print(f"index: {args.tracks} synthetic songs of {TRACK_S:g} s (audioid.synth); queries: {len(files)} MP3 "
+          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads}; {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}; load average "
+          f"{os.getloadavg()[0]:.2f}\n")
+    print(f"Library, warm, same files: {lib1:.1f} identifies/s in one thread, {lib4:.1f}/s from 4 threads.\n")
+    print("| clients | requests | throughput (req/s) | vs library 1 thread | p50 ms | p95 ms | p99 ms | max ms "
+          "| non-200 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in [*levels, {**memory, "clients": f"4 (memory run)"}]:
+        bad = sum(n for s, n in r["statuses"].items() if s != 200)
+        print(f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['rps'] / lib1:.0%} | {r['p50']:.1f} | "
+              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {bad} |")
+    growth = rss_after / rss_before - 1
+    print(f"\nServer RSS {rss_before:.1f} MB before, {rss_after:.1f} MB after {args.requests} requests "
+          f"({growth:+.1%}); 5xx responses: {errors}; non-200: {wrong}.")
+
+
+if __name__ == "__main__":
+    main()
