@@ -240,21 +240,14 @@ def index_check(index_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def index_stats(index_dir: str, as_json: bool) -> None:
     """Tracks, hashes, hours of audio, size on disk, format version, generation, segments and embeddings."""
-    from audioid.index.store import IndexReader, IndexStoreError, disk_bytes
+    from audioid.index.store import IndexReader, IndexStoreError
 
     try:
         reader = IndexReader(index_dir)
     except IndexStoreError as e:
         raise click.ClickException(str(e)) from None
     try:
-        totals = reader.catalog.totals()
-        m = reader.manifest
-        stats = {"index": index_dir, "tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
-                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(index_dir),
-                 "format_version": m["format_version"], "generation": reader.generation,
-                 "segments": len(m["segments"]), "vectors": sum(len(v) for v in reader.vectors),
-                 "vector_index": reader.embedding.factory, "created_at": m.get("created_at"),
-                 "updated_at": m.get("updated_at")}
+        stats = {"index": index_dir, **reader.stats()}
     finally:
         reader.close()
     if as_json:
@@ -262,8 +255,8 @@ def index_stats(index_dir: str, as_json: bool) -> None:
 
         click.echo(json.dumps(stats))
         return
-    shown = dict(stats, hashes=f"{stats['hashes']:,}", hours=f"{stats['hours']:.2f}",
-                 size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
+    shown = dict(stats, hashes=f"{stats['hashes']:,}", vectors=f"{stats['vectors']:,}",
+                 hours=f"{stats['hours']:.2f}", size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
     names = {"size_bytes": "size on disk", "format_version": "format version", "hours": "hours of audio",
              "vectors": "embeddings", "vector_index": "vector index", "created_at": "created",
              "updated_at": "updated"}
