@@ -363,6 +363,10 @@ def serve(index_dir: str, host: str, port: int, threads: int, token: str | None,
     click.echo(f"serving {index_dir} on http://{shown}:{server.effective_port} (Ctrl-C stops)", err=True)
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("warning: no --token: anyone who can reach this address can change the index", err=True)
+    import signal
+
+    # SIGTERM (a service manager's stop) exits like Ctrl-C, so the upload folder and readers are cleaned up.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
     server.run()
 
 
