@@ -32,7 +32,7 @@ from audioid.index.identify import Identifier
 from audioid.index.live import LiveIndex
 from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
-from audioid.index.store import IndexLockedError, IndexStoreError
+from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
 
 from .openapi import MAX_ID, openapi_document
 
@@ -383,6 +383,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
                     if time.monotonic() >= deadline:
                         raise busy from None
                     time.sleep(0.1)
+                except NoSuchTrackError as e:   # removed by another request since this one looked it up
+                    raise ApiError(404, "No such track", public(str(e)), "no-such-track") from None
                 except IndexStoreError as e:
                     raise ApiError(503, "Index unavailable", public(str(e)), "index-unavailable") from None
         finally:

@@ -21,8 +21,8 @@ from .catalog import CLASSES, Catalog, Track
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .postings import write_segment
 from .sources import ReferenceSpec
-from .store import (IndexReader, IndexStoreError, collect_garbage, new_manifest, now_iso, read_manifest,
-                    write_manifest, writer_lock)
+from .store import (IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest, now_iso,
+                    read_manifest, write_manifest, writer_lock)
 from .vectors import vector_ids, write_vectors
 
 
@@ -333,7 +333,7 @@ def _resolve(catalog: Catalog, refs: Sequence[str | int], path: str) -> list[Tra
             t = catalog.get(int(text))
             tracks = [t] if t else []
         if not tracks:
-            raise IndexStoreError(f"{path}: no track with id or label {text!r}")
+            raise NoSuchTrackError(f"{path}: no track with id or label {text!r}")
         found.update((t.id, t) for t in tracks)
     return list(found.values())
 
@@ -380,7 +380,7 @@ def relabel_in_index(path: str, track_id: int, *, label: str | None = None, klas
     with _catalog_change(path) as (manifest, gen, catalog):
         track = catalog.get(int(track_id))
         if track is None:
-            raise IndexStoreError(f"{path}: no track with id {track_id}")
+            raise NoSuchTrackError(f"{path}: no track with id {track_id}")
         # The new generation first, then the change and its log entry in one transaction: a crash in between
         # leaves the labels as they were (under a generation number that changed nothing), never a label change
         # without its log entry.  The new generation also tells long-running readers that something changed.

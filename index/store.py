@@ -41,6 +41,10 @@ class IndexStoreError(Exception):
     """The index directory is missing, locked, damaged or of a format this version does not understand."""
 
 
+class NoSuchTrackError(IndexStoreError):
+    """A track id or label that the index does not hold (a server answers 404)."""
+
+
 class IndexLockedError(IndexStoreError):
     """Another writer holds the index's lock (a server retries or answers 409 instead of failing)."""
 
