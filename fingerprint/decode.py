@@ -605,6 +605,110 @@ def _generous(n_frames: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# FLAC tails
+# ---------------------------------------------------------------------------------------------------------
+# libFLAC seeks by bisecting on byte positions, which is slow (over a second) when the bitrate is very uneven,
+# e.g. hours of silence before the music.  Instead, find a frame header shortly before the tail ourselves and
+# decode from there: FLAC frames are self-contained, so the STREAMINFO block plus the frames from that one on
+# is a valid stream of the tail.
+
+_FLAC_FIRST_WINDOW = 1 << 21   # bytes read back from the end first; doubled until a frame before the tail is found
+
+
+def _crc8(data: bytes) -> int:
+    """FLAC frame-header CRC-8 (polynomial x^8 + x^2 + x + 1)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _flac_frame_start(buf: bytes, i: int, block_size: int, channels: int) -> int | None:
+    """First sample of the frame whose header starts at ``buf[i]``, or None when it is not a valid header."""
+    if i + 16 > len(buf):
+        return None
+    b2, b3 = buf[i + 2], buf[i + 3]
+    bs_code, rate_code, ch_code = b2 >> 4, b2 & 0xF, b3 >> 4
+    if bs_code == 0 or rate_code == 15 or ch_code > 10 or (b3 >> 1) & 7 == 3 or b3 & 1:
+        return None
+    if (ch_code + 1 if ch_code < 8 else 2) != channels:
+        return None
+    first = buf[i + 4]
+    n = 1 if first < 0x80 else next((k for k in range(2, 8) if first >> (7 - k) == (0xFF >> (7 - k)) - 1), 0)
+    if n == 0:
+        return None
+    number = first & (0x7F >> n if n > 1 else 0x7F)
+    for k in range(1, n):
+        cont = buf[i + 4 + k]
+        if cont >> 6 != 2:
+            return None
+        number = number << 6 | (cont & 0x3F)
+    end = i + 4 + n + {6: 1, 7: 2}.get(bs_code, 0) + {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if end >= len(buf) or _crc8(buf[i:end]) != buf[end]:
+        return None
+    return number * block_size if buf[i + 1] == 0xF8 else number   # fixed block size: frame number
+
+
+def _flac_tail(path: str, claimed: int, want: int, channels: int) -> np.ndarray | None:
+    """The last ``want`` frames of a FLAC file of ``claimed`` frames, read from a frame near the end; None
+    when the file does not lend itself (no fixed-size STREAMINFO layout, no frame found, a decode that does
+    not end where the header says)."""
+    import soundfile as sf
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        if head[:4] != b"fLaC" or head[4] & 0x7F != 0 or len(head) < 42:
+            return None
+        info = bytearray(head[8:42])
+        pos = 4
+        while pos + 4 <= len(head):       # skip the metadata blocks
+            last, length = head[pos] & 0x80, int.from_bytes(head[pos + 1:pos + 4], "big")
+            pos += 4 + length
+            if last:
+                break
+        else:
+            return None
+        min_block = int.from_bytes(info[0:2], "big")
+        start_needed = claimed - want
+        size = f.seek(0, os.SEEK_END)
+        window = _FLAC_FIRST_WINDOW
+        while True:
+            offset = max(pos, size - window)
+            f.seek(offset)
+            buf = f.read(size - offset)
+            arr = np.frombuffer(buf, np.uint8)
+            cands = np.flatnonzero((arr[:-1] == 0xFF) & ((arr[1:] & 0xFE) == 0xF8))
+            # The last few headers that start at or before the tail, newest first: a chance sync pattern in
+            # the audio data can pass the CRC-8, and then the decode below does not add up; try an earlier one.
+            before = []
+            for i in cands[::-1].tolist():
+                first = _flac_frame_start(buf, i, min_block, channels)
+                if first is not None and first <= start_needed:
+                    before.append((i, first))
+                    if len(before) == 3:
+                        break
+            if before or offset == pos:
+                break
+            window *= 2
+    # STREAMINFO with the total length and MD5 unknown (they describe the whole file), as the only metadata.
+    info[13] &= 0xF0
+    info[14:18] = bytes(4)
+    info[18:34] = bytes(16)
+    for i, first in before:
+        stream = b"fLaC" + bytes([0x80, 0, 0, 34]) + bytes(info) + buf[i:]
+        try:
+            with sf.SoundFile(io.BytesIO(stream)) as g:
+                data, total = _read_blocks(g, want)
+        except (_MidStreamError, sf.LibsndfileError, RuntimeError, ValueError):
+            continue
+        if total == claimed - first and len(data) == want:
+            return data
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # libsndfile
 # ---------------------------------------------------------------------------------------------------------
 
@@ -735,6 +839,10 @@ def _decode_sndfile(path: str, tail: float | None, grid: int | None) -> Decoded:
         if known:
             want = _tail_frames(claimed, tail, sr, grid)
             start = claimed - want
+            if f.format == "FLAC" and start:
+                data = _flac_tail(path, claimed, want, f.channels)
+                if data is not None:
+                    return Decoded(data, sr, start, claimed)
             try:
                 if start:
                     f.seek(start)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audioid import synth
 from audioid.fingerprint import decode as dec
 from audioid.fingerprint.audio import Audio, AudioError, chunks_from_end, load
 from audioid.fingerprint.decode import decode
@@ -495,6 +496,26 @@ def test_flac_header_claiming_six_hours_and_flac_without_length(files, tmp_path)
     b = load(p, 8000, tail_seconds=5.0)
     np.testing.assert_allclose(b.samples, full.samples[-40000:], atol=2e-5)
     assert abs(b.duration_s - 30.0) < 0.01
+
+
+@pytest.mark.parametrize("sr,channels,subtype,silence_s", [(8000, 1, "PCM_16", 1800), (44100, 2, "PCM_24", 0)])
+def test_flac_tail_is_read_from_a_frame_near_the_end(tmp_path, sr, channels, subtype, silence_s):
+    # Half an hour of digital silence before the music makes libFLAC's own seek slow (it bisects on bytes);
+    # the tail must come from our frame scan and equal what a seek gives.
+    music = synth.music_track(12, 20.0, sr)
+    y = np.concatenate([np.zeros(silence_s * sr, np.float32), music])
+    y = np.repeat(y[:, None], channels, axis=1) * np.linspace(1.0, 0.5, channels)
+    p = tmp_path / "long.flac"
+    sf.write(p, y, sr, subtype=subtype)
+    want = 10 * sr
+    direct = dec._flac_tail(str(p), len(y), want, channels)
+    assert direct is not None and direct.shape == (want, channels)
+    with sf.SoundFile(p) as f:
+        f.seek(len(y) - want)
+        np.testing.assert_array_equal(direct, f.read(dtype="float32", always_2d=True))
+    d = dec.decode(p, 10.0)
+    assert (d.start_frame, d.total_frames) == (len(y) - want, len(y))
+    np.testing.assert_array_equal(d.data, direct)
 
 
 def test_truncated_flac(files, tmp_path, monkeypatch):
