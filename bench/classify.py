@@ -194,7 +194,7 @@ def report_prequential(vecs: np.ndarray, ids: np.ndarray, labels: np.ndarray, cf
     for b, rows in sorted(bins.items()):
         print(f"| {b + 1}-{min(b + bin_size, len(vecs))} | {mean(rows, 'bin_acc'):.4f} | {mean(rows, 'acc3'):.4f} | "
               f"{mean(rows, 'f1_3'):.4f} | {100 * mean(rows, 'abstain'):.1f} % |")
-    print(f"\n| phase | binary acc | 3-class acc | 3-class macro-F1 | abstained |\n|---|---|---|---|---|")
+    print("\n| phase | binary acc | 3-class acc | 3-class macro-F1 | abstained |\n|---|---|---|---|---|")
     print(f"| from 50 labels per class (arrival ~{mean(after50, 't50'):.0f}) to the end | "
           f"{mean(after50, 'bin_acc'):.4f} | {mean(after50, 'acc3'):.4f} | {mean(after50, 'f1_3'):.4f} | "
           f"{100 * mean(after50, 'abstain'):.1f} % |")

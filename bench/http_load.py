@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| clients | requests | throughput (req/s) | vs library 1 thread | p50 ms | p95 ms | p99 ms | max ms "
           "| non-200 |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in [*levels, {**memory, "clients": f"4 (memory run)"}]:
+    for r in [*levels, {**memory, "clients": "4 (memory run)"}]:
         bad = sum(n for s, n in r["statuses"].items() if s != 200)
         print(f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['rps'] / lib1:.0%} | {r['p50']:.1f} | "
               f"{r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {bad} |")

@@ -16,7 +16,6 @@ import pytest
 import requests
 import soundfile as sf
 
-import audioid
 from audioid import synth
 from audioid.api import create_app, make_server
 from audioid.index.identify import Identifier
