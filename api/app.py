@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "max_batch_files": 32,     # files per POST /identify/batch
     "write_wait_s": 10.0,      # how long a write waits for another writer before answering 409
     "who": "http-api",         # name logged with label changes when the request gives none
+    "client_timeout_s": 120,   # a connection silent this long (stalled mid-request or idle) is closed
 }
 #: Raw request bodies accepted as audio (besides ``audio/*``); ``application/octet-stream`` is sniffed.
 RAW_AUDIO_TYPES = ("application/ogg", "application/octet-stream")
@@ -105,7 +106,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         Index directory.
     **config
         Keys of :data:`DEFAULTS`: ``max_upload_mb``, ``token``, ``token_all``, ``max_batch_files``,
-        ``write_wait_s``, ``who``.
+        ``write_wait_s``, ``who``, ``client_timeout_s`` (whole seconds; applied by :func:`make_server`).
 
     Raises
     ------
@@ -460,6 +461,8 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
 
     ``port=0`` picks a free port (``.effective_port``).  Waitress reads each request body completely before the
     app sees it; its own limit sits 1 MB above the app's so that oversize uploads get the app's 413 problem.
+    A connection that sends nothing for the app's ``client_timeout_s`` is closed within about 1.1 times that
+    plus a second, so stalled clients cannot hold connections forever.
     """
     import faiss
     import waitress
@@ -467,5 +470,8 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     # Requests already run in parallel threads: FAISS splitting each single-vector search over OpenMP threads
     # only makes them wait for one another (8x slower per query with the other core busy, bench/RESULTS.md).
     faiss.omp_set_num_threads(1)
+    timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
+    # Waitress looks for silent connections every cleanup_interval (default 30 s): scale it with the timeout.
     return waitress.create_server(app, host=host, port=port, threads=threads, ident="audioid",
-                                  max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20))
+                                  max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20),
+                                  channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 10)))

@@ -346,8 +346,10 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
 @click.option("--token-all", is_flag=True, help="Require the token on read endpoints too (not /health, /openapi.json).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50, show_default=True,
               metavar="MB", help="Largest request body.")
+@click.option("--client-timeout", type=click.IntRange(min=1), default=120, show_default=True, metavar="S",
+              help="Close a connection that sends nothing for S seconds (a stalled or idle client).")
 def serve(index_dir: str, host: str, port: int, threads: int, token: str | None, token_all: bool,
-          max_upload_mb: float) -> None:
+          max_upload_mb: float, client_timeout: int) -> None:
     """Serve the HTTP API (identify, tracks, stats; GET /openapi.json) on waitress until interrupted.
 
     The index need not exist yet (503 until the first build). Builds, adds and label changes made while it runs,
@@ -357,7 +359,8 @@ def serve(index_dir: str, host: str, port: int, threads: int, token: str | None,
         raise click.UsageError("--token-all needs --token (or AUDIOID_TOKEN)")
     from audioid.api import create_app, make_server
 
-    app = create_app(index_dir, token=token, token_all=token_all, max_upload_mb=max_upload_mb)
+    app = create_app(index_dir, token=token, token_all=token_all, max_upload_mb=max_upload_mb,
+                     client_timeout_s=client_timeout)
     server = make_server(app, host=host, port=port, threads=threads)
     shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
     click.echo(f"serving {index_dir} on http://{shown}:{server.effective_port} (Ctrl-C stops)", err=True)
