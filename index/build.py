@@ -19,7 +19,7 @@ from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_hashes
 from .catalog import CLASSES, Catalog, Track
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
-from .postings import write_segment
+from .postings import track_gap, write_segment
 from .sources import ReferenceSpec
 from .store import (IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest, now_iso,
                     read_manifest, write_manifest, writer_lock)
@@ -199,8 +199,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             if predict is not None:
                 predictions[t.id] = predict(a.vectors)
             next_id += 1
-            # A gap as long as the target zone keeps offset piles of neighbouring tracks apart.
-            next_frame += a.n_frames + cfg.dt_max + 2
+            next_frame += a.n_frames + track_gap(cfg)
         if next_frame >= 2**32:
             raise IndexStoreError(f"{path}: index is full (2^32 frames); split it")
         if not tracks and not fresh:

@@ -111,7 +111,7 @@ class Identifier:
         peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
         end_s = start_s + len(y) / sr
         mc = self.config
-        cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.frames, speeds=self.speeds,
+        cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames, speeds=self.speeds,
                      max_postings=mc.max_postings, overdispersion=mc.overdispersion,
                      stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))

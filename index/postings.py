@@ -20,8 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..fingerprint.config import LandmarkConfig
+
 
 _LOW_BITS = 16
+
+
+def track_gap(cfg: LandmarkConfig) -> int:
+    """Frames left free after each track: as long as a target zone, so that offset piles of neighbouring
+    tracks stay apart."""
+    return cfg.dt_max + 2
 
 
 def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.ndarray, hash_bits: int) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from ..fingerprint.config import LandmarkConfig
 from .catalog import Catalog
 from .embeddings import EmbeddingSetup
-from .postings import Segment
+from .postings import Segment, track_gap
 from .vectors import VectorSegment
 
 FORMAT_NAME = "ml-audio-id-index"
@@ -188,6 +188,12 @@ class IndexReader:
     def frames(self) -> int:
         """Size of the global frame space that postings point into."""
         return int(self.manifest["next_frame"])
+
+    @property
+    def live_frames(self) -> int:
+        """Frames of the tracks still in the index (with the gap after each): the frame space a query's hits
+        can land in, since hits in removed tracks are dropped.  The no-match decision is sized by it."""
+        return max(1, self.frames - int(self.removed[:, 1].sum()) - track_gap(self.config) * len(self.removed))
 
     @property
     def generation(self) -> int:

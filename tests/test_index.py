@@ -253,6 +253,23 @@ def test_remove_and_relabel_take_effect_without_rebuild(refs, tmp_path):
     assert log[4]["content_hash"] == gone[0].content_hash
 
 
+def test_removed_tracks_do_not_inflate_the_no_match_decision(refs, tmp_path):
+    # After a removal, the significance of a pile must be what an index without that track gives: the
+    # removed frames can hold no hits, so counting them would make chance piles look rarer than they are.
+    from audioid.index.build import remove_from_index
+
+    specs = reference_specs(str(refs))
+    build_index(specs, tmp_path / "removed", jobs=1)
+    remove_from_index(str(tmp_path / "removed"), ["song2", "song3"])
+    build_index([s for s in specs if s.label not in ("song2", "song3")], tmp_path / "without", jobs=1)
+    a, b = Identifier.open(tmp_path / "removed"), Identifier.open(tmp_path / "without")
+    assert a.reader.live_frames == b.reader.frames < a.reader.frames
+    q = _query(refs, tmp_path, "song3")
+    ra, rb = a.identify_file(q), b.identify_file(q)
+    assert ra.status == rb.status == "no_match"
+    assert (ra.score, ra.confidence) == (rb.score, rb.confidence)
+
+
 def test_label_log_survives_rebuild_and_from_log_replays_it(refs, tmp_path):
     from audioid.index.build import relabel_in_index, remove_from_index
 
