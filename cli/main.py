@@ -207,6 +207,23 @@ def index_report(index_dir: str, batch: int, as_json: bool) -> None:
     click.echo(format_report(rep))
 
 
+@index_group.command("compact")
+@_index_option
+def index_compact(index_dir: str) -> None:
+    """Merge the index's segments into one and drop removed tracks for good (same answers, faster queries).
+
+    Adds write one segment each and merge the newer ones now and then by themselves; this merges everything.
+    """
+    from audioid.index.build import merge_segments
+    from audioid.index.store import IndexStoreError
+
+    try:
+        gen = merge_segments(index_dir)
+    except IndexStoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"compact: index {index_dir} is at generation {gen}", err=True)
+
+
 @index_group.command("check")
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

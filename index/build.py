@@ -23,7 +23,7 @@ from .postings import track_gap, write_segment
 from .sources import ReferenceSpec
 from .store import (IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest, now_iso,
                     read_manifest, write_manifest, writer_lock)
-from .vectors import vector_ids, write_vectors
+from .vectors import VectorSegment, track_of, vector_ids, write_vectors
 
 
 @dataclass
@@ -300,9 +300,116 @@ def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None 
 
             _commit(path, reader.manifest, analyse_all(specs, reader.config, reader.embedding, jobs, progress),
                     report, fresh=False, who=who or default_who(), setup=reader.embedding, predict=predict)
-            return report
         finally:
             reader.close()
+        if len(read_manifest(path)["segments"]) > MAX_SEGMENTS:
+            report.generation = _merge_policy(path, all_segments=False)
+        return report
+
+
+# Adds write one segment each; past this many segments an add also merges the newer ones (see merge_segments).
+MAX_SEGMENTS = 16
+
+
+def _merge(path: str, names: Sequence[str]) -> int:
+    """Replace the segments ``names`` of the index at ``path`` (lock held) by one, without removed tracks.
+
+    Postings and vectors are copied, not recomputed.  The merged tracks get fresh frame ranges at the end of
+    the frame space; the catalog is copied to a new file (readers of the previous generation keep theirs) with
+    those tracks moved and the removed ones gone.  Returns the new generation.
+    """
+    reader = IndexReader(path)
+    try:
+        m, cfg = reader.manifest, reader.config
+        gen = reader.generation + 1
+        merged = [seg for seg in reader.segments if seg.name in names]
+        live = {t.id: t for t in reader.catalog.tracks() if t.segment in names}
+        staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
+        os.makedirs(staging)
+        try:
+            seg_name = f"seg-{gen:06d}-{uuid.uuid4().hex[:8]}"
+            next_frame = int(m["next_frame"])
+            moved: dict[int, int] = {}                       # track id -> new frame_start
+            for t in sorted(live.values(), key=lambda t: t.frame_start):
+                moved[t.id] = next_frame
+                next_frame += t.frame_count + track_gap(cfg)
+            if next_frame >= 2**32:
+                raise IndexStoreError(f"{path}: index is full (2^32 frames); rebuild it")
+            hashes, values, vectors, ids = [], [], [], []
+            for seg in merged:
+                v = np.asarray(seg.values, dtype=np.int64)
+                row = seg.track_at(v)
+                keep_row = np.array([int(t) in moved for t in seg.tracks[:, 2]] + [False])
+                shift = np.array([moved.get(int(t), 0) - int(s) for s, _n, t in seg.tracks] + [0], np.int64)
+                ok = keep_row[row]                           # row -1 (no track) indexes the trailing False
+                hashes.append(seg.hashes()[ok])
+                values.append(v[ok] + shift[row[ok]])
+                vs = VectorSegment.open(os.path.join(path, "postings", seg.name))
+                if vs is not None:
+                    x, i = vs.vectors()
+                    keep = np.isin(track_of(i), list(moved))
+                    vectors.append(x[keep])
+                    ids.append(i[keep])
+            table = np.array([[moved[t], live[t].frame_count, t] for t in sorted(moved, key=moved.get)],
+                             np.int64).reshape(-1, 3)
+            write_segment(os.path.join(staging, seg_name),
+                          np.concatenate(hashes) if hashes else np.zeros(0, np.uint32),
+                          np.concatenate(values) if values else np.zeros(0, np.int64), table, hash_bits(cfg))
+            if vectors and sum(len(x) for x in vectors):
+                write_vectors(os.path.join(staging, seg_name), np.concatenate(vectors), np.concatenate(ids),
+                              reader.embedding.factory)
+            cat_name = f"catalog-{gen:06d}.sqlite"
+            catalog = Catalog(os.path.join(staging, cat_name), m["segments"])
+            reader.catalog.db.backup(catalog.db)
+            catalog.forget_uncommitted(gen - 1)                # what a crashed writer left in the old file
+            with catalog.db:
+                marks = ",".join("?" * len(names))
+                catalog.db.execute(f"DELETE FROM tracks WHERE segment IN ({marks}) AND removed_in IS NOT NULL",
+                                   list(names))
+                catalog.db.executemany("UPDATE tracks SET segment = ?, frame_start = ? WHERE id = ?",
+                                       [(seg_name, start, tid) for tid, start in moved.items()])
+            catalog.close()
+            os.rename(os.path.join(staging, seg_name), os.path.join(path, "postings", seg_name))
+            os.rename(os.path.join(staging, cat_name), os.path.join(path, cat_name))
+            # Removed tracks of the merged segments are gone for good: their ranges leave the manifest.
+            merged_starts = {int(x) for seg in merged for x in seg.tracks[:, 0]}
+            new = dict(m, generation=gen, catalog=cat_name, next_frame=next_frame, updated_at=now_iso(),
+                       segments=[s for s in m["segments"] if s not in names] + [seg_name],
+                       removed=[r for r in m.get("removed", []) if int(r[0]) not in merged_starts])
+            write_manifest(path, new)
+            collect_garbage(path, new)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        reader.close()
+    return gen
+
+
+def merge_segments(path: str | os.PathLike, *, all_segments: bool = True) -> int:
+    """Merge an index's segments into one (``all_segments``) or its newer ones, dropping removed tracks.
+
+    Queries look up every segment, so an index grown by many adds gets slower; merging brings it back to one
+    lookup per query with the same answers.  Readers keep their generation; a crash leaves the index as it
+    was.  Returns the new generation (the current one when there is nothing to merge).
+    """
+    path = os.fspath(path)
+    read_manifest(path)  # fail before taking the lock if it is not an index
+    with writer_lock(path):
+        return _merge_policy(path, all_segments)
+
+
+def _merge_policy(path: str, all_segments: bool) -> int:
+    m = read_manifest(path)
+    names = list(m["segments"])
+    if not all_segments:
+        # Size-tiered: keep the big first segment (the build) unless the newer ones outgrow it, so an add
+        # costs a merge of recent material, not of the whole index.
+        sizes = [os.path.getsize(os.path.join(path, "postings", n, "values.npy")) for n in names]
+        if len(names) > 1 and sum(sizes[1:]) < sizes[0]:
+            names = names[1:]
+    if len(names) < 2 and not m.get("removed"):
+        return int(m["generation"])
+    return _merge(path, names)
 
 
 def _prediction_fields(vote: Vote | None) -> dict:

@@ -71,14 +71,7 @@ def _check_vectors(seg_dir: str, seg: Segment, rep: CheckReport) -> None:
         if tracks:
             rep.errors.append(f"segment {seg.name}: no vectors for its {len(tracks)} tracks")
         return
-    import faiss
-
-    ids = faiss.vector_to_array(vs.index.id_map) if hasattr(vs.index, "id_map") else None
-    if ids is None:  # IVF types keep ids in their inverted lists
-        ivf = faiss.extract_index_ivf(vs.index)
-        inv = ivf.invlists
-        ids = np.concatenate([faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
-                              for i in range(ivf.nlist)] or [np.zeros(0, np.int64)])
+    ids = vs.ids()
     owners = set(track_of(ids).tolist())
     if owners - tracks:
         rep.errors.append(f"segment {seg.name}: vectors of tracks the segment does not hold: "

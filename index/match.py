@@ -137,7 +137,9 @@ def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
     csum = np.append(starts, len(diff_sorted))  # hits before each distinct offset, and in all
     smooth = csum[np.searchsorted(uniq, uniq + 1, side="right")] - csum[np.searchsorted(uniq, uniq - 1)]
     m = min(8 * k, len(smooth))
-    top = np.argpartition(-smooth, m - 1)[:m] if m < len(smooth) else np.arange(len(smooth))
+    # argpartition leaves ties in a layout-dependent order: sort them so the lowest offset wins a tie, and an
+    # index whose tracks sit elsewhere in the frame space (added, merged) picks the same pile.
+    top = np.sort(np.argpartition(-smooth, m - 1)[:m]) if m < len(smooth) else np.arange(len(smooth))
     order = top[np.argsort(-smooth[top], kind="stable")]
     chosen: list[int] = []
     for j in order:

@@ -78,6 +78,11 @@ class Segment:
     def __len__(self) -> int:
         return len(self.low)
 
+    def hashes(self) -> np.ndarray:
+        """Every posting's full hash, in storage order (the bucket number gives the high bits)."""
+        high = np.repeat(np.arange(len(self.buckets) - 1, dtype=np.uint32), np.diff(self.buckets))
+        return (high << _LOW_BITS) | np.asarray(self.low, dtype=np.uint32)
+
     def ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[lo, hi)`` of each hash's postings: bucket from the high bits, binary search on the low 16.
 

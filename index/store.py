@@ -193,7 +193,9 @@ class IndexReader:
     def live_frames(self) -> int:
         """Frames of the tracks still in the index (with the gap after each): the frame space a query's hits
         can land in, since hits in removed tracks are dropped.  The no-match decision is sized by it."""
-        return max(1, self.frames - int(self.removed[:, 1].sum()) - track_gap(self.config) * len(self.removed))
+        gap = track_gap(self.config)
+        held = sum(int(seg.tracks[:, 1].sum()) + gap * len(seg.tracks) for seg in self.segments)
+        return max(1, held - int(self.removed[:, 1].sum()) - gap * len(self.removed))
 
     @property
     def generation(self) -> int:

@@ -132,6 +132,29 @@ class VectorSegment:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
+    def ids(self) -> np.ndarray:
+        """Ids of every stored vector, whatever the index type (IVF types keep them in their inverted lists)."""
+        import faiss
+
+        if hasattr(self.index, "id_map"):        # IndexIDMap2 over Flat, HNSW, ...
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        inv = faiss.extract_index_ivf(self.index).invlists
+        return np.concatenate([faiss.rev_swig_ptr(inv.get_ids(i), inv.list_size(i)).copy()
+                               for i in range(inv.nlist)] or [np.zeros(0, np.int64)]).astype(np.int64)
+
+    def vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored ``(vectors, ids)``, for compaction."""
+        import faiss
+
+        ids = self.ids()
+        if hasattr(self.index, "id_map"):
+            return self.index.index.reconstruct_n(0, len(self)), ids
+        ivf = faiss.extract_index_ivf(self.index)
+        ivf.make_direct_map()
+        if not len(ids):
+            return np.zeros((0, ivf.d), np.float32), ids
+        return np.stack([ivf.reconstruct(int(i)) for i in ids]), ids
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, vector ids), each ``(n_queries, k)``; missing results have id -1."""
         return self.index.search(_as_float32(queries), k)

@@ -1,4 +1,4 @@
-"""Crash safety: `kill -9` of build, add, remove and relabel at random moments never leaves a broken index.
+"""Crash safety: `kill -9` of build, add, remove, relabel and compact at random moments never leaves a broken index.
 
 Each trial copies a prepared index, starts the real `audioid` command on it, kills it with SIGKILL after a random
 delay, then checks that the index opens, passes `audioid index check` and holds exactly the state before or the
@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from audioid import synth
-from audioid.index.build import add_to_index, build_index, relabel_in_index, remove_from_index
+from audioid.index.build import add_to_index, build_index, merge_segments, relabel_in_index, remove_from_index
 from audioid.index.check import check_index
 from audioid.index.sources import reference_specs
 from audioid.index.store import IndexReader
@@ -29,7 +29,7 @@ from audioid.index.store import IndexReader
 from conftest import audioid_command
 
 SR = 16000
-TRIALS_PER_OP = 13     # 4 operations: 52 kills
+TRIALS_PER_OP = 11     # 5 operations: 55 kills
 
 
 def state(idx: Path) -> tuple:
@@ -38,7 +38,7 @@ def state(idx: Path) -> tuple:
     try:
         tracks = sorted((t.content_hash, t.label, t.klass) for t in reader.catalog.tracks())
         log = [(e["action"], e["content_hash"], e["label"], e["class"]) for e in reader.catalog.log_entries()]
-        return tuple(tracks), tuple(log)
+        return tuple(tracks), tuple(log), len(reader.segments)
     finally:
         reader.close()
 
@@ -57,7 +57,9 @@ def setup(tmp_path_factory) -> dict:
     for f in extra.iterdir():
         shutil.copy(f, root / "all" / f.name)
     idx = root / "index"
-    build_index(reference_specs(str(base)), idx, jobs=1)
+    specs = reference_specs(str(base))
+    build_index(specs[:3], idx, jobs=1)
+    add_to_index(specs[3:], idx, jobs=1)      # two segments, for compact
     return {"root": root, "base": base, "extra": extra, "all": root / "all", "index": idx}
 
 
@@ -72,10 +74,11 @@ def _ops(s: dict) -> dict:
                    lambda idx: remove_from_index(str(idx), ["song1", "song2"])),
         "relabel": (["index", "relabel", "3", "--label", "Third", "--class", "music"],
                     lambda idx: relabel_in_index(str(idx), 3, label="Third", klass="music")),
+        "compact": (["index", "compact"], lambda idx: merge_segments(idx)),
     }
 
 
-@pytest.mark.parametrize("op", ["build", "add", "remove", "relabel"])
+@pytest.mark.parametrize("op", ["build", "add", "remove", "relabel", "compact"])
 def test_kill_minus_9_leaves_before_or_after(setup, tmp_path, op):
     args, complete = _ops(setup)[op]
     before = state(setup["index"])

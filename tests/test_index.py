@@ -253,6 +253,47 @@ def test_remove_and_relabel_take_effect_without_rebuild(refs, tmp_path):
     assert log[4]["content_hash"] == gone[0].content_hash
 
 
+def _answers(ident: Identifier, queries: list[str]) -> list[tuple]:
+    out = []
+    for q in queries:
+        r = ident.identify_file(q)
+        out.append((r.status, r.label, r.score, r.confidence, r.offset_s, r.klass, r.class_confidence,
+                    [n["label"] for n in r.neighbours]))
+    return out
+
+
+def test_merging_segments_keeps_answers_and_drops_removed_tracks(refs, tmp_path, monkeypatch):
+    import audioid.index.build as build
+    from audioid.index.check import check_index
+
+    specs = reference_specs(str(refs))
+    idx = tmp_path / "idx"
+    build_index(specs[:1], idx, jobs=1)
+    for s in specs[1:]:
+        add_to_index([s], idx, jobs=1)
+    build.remove_from_index(str(idx), ["song3"])
+    queries = [_query(refs, tmp_path, f"song{i}") for i in range(1, 5)]
+    old = Identifier.open(idx)
+    before = _answers(old, queries)
+    assert len(old.reader.segments) == 4 and before[2][0] == "no_match"
+    build.merge_segments(idx)
+    new = Identifier.open(idx)
+    assert len(new.reader.segments) == 1 and new.reader.manifest["removed"] == []
+    assert _answers(new, queries) == before
+    assert new.reader.catalog.totals()["tracks"] == 3 and check_index(idx).ok and not check_index(idx).warnings
+    assert _answers(old, queries) == before          # a reader of the previous generation is unaffected
+    # Adds merge their newer segments by themselves past MAX_SEGMENTS.
+    monkeypatch.setattr(build, "MAX_SEGMENTS", 2)
+    grown = tmp_path / "grown"
+    build_index(specs[:1], grown, jobs=1)
+    for s in specs[1:]:
+        add_to_index([s], grown, jobs=1)
+        assert len(IndexReader(str(grown)).segments) <= 2
+    whole = tmp_path / "whole"
+    build_index(specs, whole, jobs=1)
+    assert _answers(Identifier.open(grown), queries) == _answers(Identifier.open(whole), queries)
+
+
 def test_removed_tracks_do_not_inflate_the_no_match_decision(refs, tmp_path):
     # After a removal, the significance of a pile must be what an index without that track gives: the
     # removed frames can hold no hits, so counting them would make chance piles look rarer than they are.
