@@ -36,7 +36,7 @@ def chunk(source: str, out: str, seconds: float, keep_short: bool, fmt: str, job
 
     from .main import _progress      # imported here: main imports this module
 
-    with _progress(len(expand_inputs([source]))) as tick:
+    with _progress(len(expand_inputs([source])), "chunking") as tick:
         report = chunk_folder(source, out, ChunkOptions(seconds, keep_short, fmt), jobs=jobs, progress=tick)
     done = report.of("done")
     lines = [f"chunk: {len(done)} file(s) cut into {sum(len(r.chunks) for r in done)} piece(s) "

@@ -58,14 +58,14 @@ def _write_options(f: Callable) -> Callable:
 
 
 @contextmanager
-def _progress(total: int) -> Iterator[Callable | None]:
+def _progress(total: int, desc: str = "analysing") -> Iterator[Callable | None]:
     """A tqdm bar on stderr when stderr is a terminal; otherwise no progress output at all."""
     if not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="file", desc="analysing", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, unit="file", desc=desc, file=sys.stderr, leave=False) as bar:
         yield lambda _analysis: bar.update(1)
 
 

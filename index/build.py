@@ -6,8 +6,6 @@ import hashlib
 import os
 import shutil
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence
@@ -19,6 +17,7 @@ from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_hashes
 from .catalog import CLASSES, Catalog, Track
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
+from .parallel import ordered_map
 from .postings import track_gap, write_segment
 from .sources import ReferenceSpec
 from .store import (IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest, now_iso,
@@ -115,24 +114,10 @@ def _analyse_star(args: tuple[ReferenceSpec, LandmarkConfig, EmbeddingSetup]) ->
 def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, setup: EmbeddingSetup,
                 jobs: int | None = None, progress: Callable[[Analysis], None] | None = None) -> Iterator[Analysis]:
     """Analyse ``specs`` in input order, over ``jobs`` processes (default: one per core)."""
-    jobs = jobs or os.cpu_count() or 1
-    work = [(s, cfg, setup) for s in specs]
-    if jobs == 1 or len(work) <= 1:
-        results: Iterable[Analysis] = map(_analyse_star, work)
-        pool = None
-    else:
-        # Workers come from a fork server, not a fork of this process: FAISS' OpenMP threads (a search or an
-        # IVF training done earlier in this process) do not survive fork, and a forked worker using them hangs.
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(work)), mp_context=get_context("forkserver"))
-        results = pool.map(_analyse_star, work, chunksize=1)
-    try:
-        for a in results:
-            if progress:
-                progress(a)
-            yield a
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
+    for a in ordered_map(_analyse_star, [(s, cfg, setup) for s in specs], jobs):
+        if progress:
+            progress(a)
+        yield a
 
 
 def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: WriteReport, *, fresh: bool,

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 
 from ..fingerprint.audio import AudioError, chunks_from_end
 from ..fingerprint.decode import decode
+from .parallel import ordered_map
 from .sources import iter_audio_files
-from .store import now_iso
+from .store import now_iso, read_jsonl
 
 LOG_NAME = "chunked.jsonl"
 
@@ -89,18 +88,8 @@ class ChunkReport:
 
 
 def read_log(out: str | os.PathLike) -> list[dict]:
-    """The processed log of OUT, oldest first (empty when OUT has none); torn last lines are ignored."""
-    path = os.path.join(os.fspath(out), LOG_NAME)
-    if not os.path.exists(path):
-        return []
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue     # a run killed mid-write: that file is simply redone
-    return entries
+    """The processed log of OUT, oldest first (empty when OUT has none); a run killed mid-write is redone."""
+    return read_jsonl(os.path.join(os.fspath(out), LOG_NAME))
 
 
 def summary(out: str | os.PathLike) -> dict:
@@ -254,16 +243,6 @@ def chunk_folder(source: str | os.PathLike, out: str | os.PathLike, opts: ChunkO
                 owners[rel_stem] = rel
                 done_hashes.add(digest)     # a second copy of the same bytes in this run is skipped too
                 work.append((f, out, rel_stem, opts, digest))
-        for r in _run(work, jobs):
+        for r in ordered_map(_chunk_star, work, jobs):
             record(r)
     return report
-
-
-def _run(work: Sequence[tuple], jobs: int | None) -> Iterator[FileResult]:
-    jobs = min(jobs or os.cpu_count() or 1, max(len(work), 1))
-    if jobs == 1:
-        yield from map(_chunk_star, work)
-        return
-    # A fork server, as in index.build: FAISS' OpenMP threads in the parent do not survive fork.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("forkserver")) as pool:
-        yield from pool.map(_chunk_star, work, chunksize=1)

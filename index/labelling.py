@@ -28,7 +28,7 @@ from .catalog import CLASSES, LOG_COLUMNS
 from .embeddings import EmbeddingSetup
 from .hcgl import GuidedQueue, HcglConfig, KnnState, Question, build_hierarchy, uncertain_order
 from .sources import iter_audio_files
-from .store import now_iso
+from .store import now_iso, read_jsonl
 
 LOG_NAME = "labels.jsonl"
 CACHE_NAME = ".audioid-pool.npz"
@@ -93,25 +93,11 @@ def scan_pool(pool: str | os.PathLike, setup: EmbeddingSetup | None = None
     return clips, np.array(vectors, np.float32).reshape(len(clips), -1), failed
 
 
-def read_log(path: str) -> list[dict]:
-    """Entries of a label log, oldest first; a torn last line (a crash mid-write) is ignored."""
-    if not os.path.exists(path):
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
 def export_manifest(log_path: str, out_path: str, pool: str | None = None) -> int:
     """Write the latest class of every labelled clip in the log as a manifest ``path,label,class`` (paths relative
     to the manifest's folder); returns the number of rows."""
     latest: dict[str, dict] = {}
-    for e in read_log(log_path):
+    for e in read_jsonl(log_path):
         if e["action"] in ("add", "relabel"):
             latest[e["content_hash"]] = e
         elif e["action"] == "remove":
@@ -173,7 +159,7 @@ class LabelSession:
         self.lock = threading.RLock()
         self._learner = ThreadPoolExecutor(max_workers=1) if self.index else None
         self._identifier = None
-        self._replay(read_log(self.log_path))
+        self._replay(read_jsonl(self.log_path))
 
     # ------------------------------------------------------------------------------------------- state ---
 

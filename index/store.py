@@ -97,6 +97,23 @@ def new_manifest(cfg: LandmarkConfig) -> dict:
             "created_at": now_iso(), "updated_at": now_iso()}
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Entries of an append-only JSON-lines log, oldest first (none when the file does not exist).
+
+    A torn last line (a writer killed mid-line) is skipped: what it recorded is simply done again.
+    """
+    if not os.path.exists(path):
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -37,7 +37,11 @@ def serving(index: str | os.PathLike, **config) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
         server.task_dispatcher.shutdown()
-        server.close()
+        # Closed from the server's own loop thread: closing its socket from here races the loop's select()
+        # on it ("Bad file descriptor" in that thread).
+        closed = threading.Event()
+        server.trigger.pull_trigger(lambda: (server.close(), closed.set()))
+        assert closed.wait(10)
         assert os.listdir(app.extensions["audioid"]["upload_dir"]) == []    # every upload's file is gone
 
 

@@ -17,7 +17,8 @@ import soundfile as sf
 
 import audioid
 from audioid import synth
-from audioid.index.labelling import LabelSession, read_log
+from audioid.index.labelling import LabelSession
+from audioid.index.store import read_jsonl
 
 from conftest import run_cli
 
@@ -56,7 +57,7 @@ def test_session_labels_everything_correctly(pool, mode):
     assert p["labelled"] == 12 and p["counts"] == {"music": 6, "dialogue": 6, "both": 0}
     assert heard == 12 if mode != "guided" else heard < 12     # guided labels groups from a few checks
     latest = {}
-    for e in read_log(str(pool / "labels.jsonl")):
+    for e in read_jsonl(str(pool / "labels.jsonl")):
         latest[e["content_hash"]] = e
     assert all(e["class"] == truth_of(e["source"]) for e in latest.values())
 
@@ -70,7 +71,7 @@ def test_undo_skip_resume_and_export(pool, tmp_path):
     assert s.undo()                                    # takes back the third answer
     assert s.question()["clip"]["hash"] == third["clip"]["hash"]
     assert s.progress()["labelled"] == 1 and s.progress()["skipped"] == 1
-    log = read_log(str(pool / "labels.jsonl"))
+    log = read_jsonl(str(pool / "labels.jsonl"))
     assert [e["action"] for e in log] == ["add", "skip", "add", "remove"]
     assert log[-1]["undoes"] == 3 and log[-1]["content_hash"] == third["clip"]["hash"]
     # A new session replays the log: same state, same next clip.
@@ -213,7 +214,7 @@ def test_page_in_headless_chromium(server, pool, tmp_path):
         assert f"music {n_music}" in counts and f"dialogue {2 - n_music}" in counts
     finally:
         driver.quit()
-    log = read_log(str(pool / "labels.jsonl"))
+    log = read_jsonl(str(pool / "labels.jsonl"))
     assert [e["action"] for e in log] == ["add", "add", "add", "remove"]
     assert [os.path.basename(e["source"]) for e in log] == [*answered, answered[2]]
     # Keypress -> next clip playing (the audio element's 'playing' event), measured in the page.
