@@ -42,6 +42,9 @@ class MatchConfig:
         ``window_s`` every ``hop_s``.
     max_query_s : float
         Longest audio analysed as one query (matching memory grows with query length).
+    first_hits : float
+        Postings per query hash that the first, rarest-hashes-only look at normal speed may retrieve; a match
+        that clears ``stop_false_alarms`` there is decided without the common hashes (0 = always look at all).
     """
 
     max_speed_change: float = 0.03
@@ -53,6 +56,7 @@ class MatchConfig:
     window_s: float = 10.0
     hop_s: float = 5.0
     max_query_s: float = 60.0
+    first_hits: float = 3.0
 
 
 def confidence(false_alarms: float, threshold: float) -> float:
@@ -113,7 +117,8 @@ class Identifier:
         mc = self.config
         cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames, speeds=self.speeds,
                      max_postings=mc.max_postings, overdispersion=mc.overdispersion,
-                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed)
+                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
+                     first_hits=mc.first_hits)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base

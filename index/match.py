@@ -90,41 +90,67 @@ def false_alarms(votes: int, hits: int, frames: int, hypotheses: float, overdisp
 
 
 def _live(values: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """Mask of global frames outside the removed tracks' ``(frame_start, frame_count)`` ranges."""
-    if len(removed) == 0:
-        return np.ones(len(values), bool)
+    """Mask of global frames outside the removed tracks' ``(frame_start, frame_count)`` ranges (non-empty)."""
     row = np.searchsorted(removed[:, 0], values, side="right") - 1
     inside = (row >= 0) & (values < removed[np.maximum(row, 0), 0] + removed[np.maximum(row, 0), 1])
     return ~inside
 
 
-def _hits_by_speed(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speeds: Sequence[float],
-                   max_postings: int, removed: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray] | None]:
-    """(global reference frame, query frame) of every hit, for each speed hypothesis.
+Lookup = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
+
+
+def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speeds: Sequence[float],
+            max_postings: int) -> dict[float, Lookup]:
+    """For each speed hypothesis: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
 
     The hashes of all the speeds are looked up together (the binary searches are the costly part, and
-    neighbouring speeds share many hashes), then the hits are handed back per speed.
+    neighbouring speeds share many hashes).  Hashes with more than ``max_postings`` postings in a segment get
+    an empty range there: they vote everywhere and identify nothing.
     """
     per_speed = [pair_hashes(peaks, cfg, cfg.query_fanout, speed) for speed in speeds]
-    out: dict[float, tuple[np.ndarray, np.ndarray] | None] = {speed: None for speed in speeds}
-    if not any(len(h) for h, _ in per_speed):
-        return out
     uniq, inverse = np.unique(np.concatenate([h for h, _ in per_speed]), return_inverse=True)
     bounds = np.cumsum([0] + [len(h) for h, _ in per_speed])
-    parts: dict[float, list[tuple[np.ndarray, np.ndarray]]] = {speed: [] for speed in speeds}
+    out: dict[float, Lookup] = {speed: (times, []) for speed, (_, times) in zip(speeds, per_speed)}
+    if not len(uniq):
+        return out
     for seg in segments:
-        lo, hi = seg.ranges(uniq)
-        for speed, (_, times), a, b in zip(speeds, per_speed, bounds[:-1], bounds[1:]):
-            idx = inverse[a:b]
-            qidx, vals = seg.gather(lo[idx], hi[idx], max_postings)
-            vals = vals.astype(np.int64)
-            keep = _live(vals, removed)
-            if keep.any():
-                parts[speed].append((vals[keep], times[qidx[keep]].astype(np.int64)))
-    for speed, found in parts.items():
-        if found:
-            out[speed] = (np.concatenate([v for v, _ in found]), np.concatenate([t for _, t in found]))
+        lo, hi = seg.ranges(uniq, max_postings)
+        for speed, a, b in zip(speeds, bounds[:-1], bounds[1:]):
+            out[speed][1].append((lo[inverse[a:b]], hi[inverse[a:b]]))
     return out
+
+
+def _rarest(lookup: Lookup, budget: int) -> np.ndarray | None:
+    """Mask of the query hashes with the fewest postings that together retrieve at most ``budget`` hits, or None
+    when that is all of them."""
+    _, ranges = lookup
+    if not ranges:
+        return None
+    counts = np.sum([hi - lo for lo, hi in ranges], axis=0)
+    if counts.sum() <= budget:
+        return None
+    ordered = np.sort(counts)
+    cap = ordered[max(0, np.searchsorted(np.cumsum(ordered), budget, side="right") - 1)]
+    return counts <= cap
+
+
+def _hits(lookup: Lookup, segments: Sequence[Segment], removed: np.ndarray,
+          only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(global reference frame, query frame) of every hit of a lookup (of the hashes in ``only``), outside the
+    ``removed`` frame ranges."""
+    times, ranges = lookup
+    parts = []
+    for seg, (lo, hi) in zip(segments, ranges):
+        qidx, vals = seg.gather(lo, hi if only is None else np.where(only, hi, lo))
+        vals, qtimes = vals.astype(np.int64), times[qidx].astype(np.int64)
+        if len(removed):
+            keep = _live(vals, removed)
+            vals, qtimes = vals[keep], qtimes[keep]
+        if len(vals):
+            parts.append((vals, qtimes))
+    if not parts:
+        return None
+    return np.concatenate([v for v, _ in parts]), np.concatenate([t for _, t in parts])
 
 
 def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
@@ -134,8 +160,12 @@ def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
     """
     starts = np.flatnonzero(np.concatenate([[True], diff_sorted[1:] != diff_sorted[:-1]]))
     uniq = diff_sorted[starts]
-    csum = np.append(starts, len(diff_sorted))  # hits before each distinct offset, and in all
-    smooth = csum[np.searchsorted(uniq, uniq + 1, side="right")] - csum[np.searchsorted(uniq, uniq - 1)]
+    counts = np.diff(np.append(starts, len(diff_sorted)))
+    # Votes within one frame: add each distinct offset's neighbours where they are one frame away.
+    smooth = counts.copy()
+    adjacent = uniq[1:] == uniq[:-1] + 1
+    smooth[:-1] += np.where(adjacent, counts[1:], 0)
+    smooth[1:] += np.where(adjacent, counts[:-1], 0)
     m = min(8 * k, len(smooth))
     # argpartition leaves ties in a layout-dependent order: sort them so the lowest offset wins a tie, and an
     # index whose tracks sit elsewhere in the frame space (added, merged) picks the same pile.
@@ -181,22 +211,26 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
     if hits is None:
         return None
     values, qtimes = hits
-    diff = values - qtimes
-    order = np.argsort(diff)
-    diff_sorted = diff[order]
+    # Sort the hits by offset (reference frame - query frame) with the query frame in the low bits of one
+    # key: each pile is then a slice, and a plain sort is several times faster than an argsort.
+    shift = max(1, int(qtimes.max()).bit_length())
+    base = int(qtimes.max())  # offsets are >= -max(qtimes): keep keys non-negative
+    key = np.sort(((values - qtimes + base) << shift) | qtimes)
+    diff_sorted = (key >> shift) - base
     best: Candidate | None = None
     for off in _top_offsets(diff_sorted, 5):
-        # The pile: hits within one frame of the offset, a slice of the sorted order.
-        sel = order[np.searchsorted(diff_sorted, off - 1): np.searchsorted(diff_sorted, off + 1, side="right")]
-        # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
-        # one piece of evidence, not several.
-        votes = len(np.unique(qtimes[sel] * 3 + (diff[sel] - off + 1)))
-        where = _locate(segments, values[sel])
+        # The pile: hits within one frame of the offset.
+        pile = key[np.searchsorted(diff_sorted, off - 1): np.searchsorted(diff_sorted, off + 1, side="right")]
+        pile_q = pile & ((1 << shift) - 1)
+        pile_diff = (pile >> shift) - base
+        pile_values = pile_diff + pile_q
+        votes = len(np.unique(pile_q * 3 + (pile_diff - off + 1)))
+        where = _locate(segments, pile_values)
         if where is None:
             continue
         s, row = where
         track = segments[s].tracks[row]
-        first, last = _matched_span(qtimes[sel])
+        first, last = _matched_span(pile_q)
         cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
                          false_alarms=false_alarms(votes, len(values), frames, hypotheses, overdispersion),
                          offset_frames=int(off - track[0]), speed=speed,
@@ -209,7 +243,7 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float,
           refine_false_alarms: float = 1.0, removed: np.ndarray | None = None,
-          normal_speed_share: float = 0.5) -> Candidate | None:
+          normal_speed_share: float = 0.5, first_hits: float = 0.0) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
     ``speeds`` is an evenly spaced grid.  Normal speed is tried first and ends the search when its best pile's
@@ -220,17 +254,24 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``); hits inside the
     ``removed`` ``(frame_start, frame_count)`` ranges (sorted) are ignored.  ``normal_speed_share`` is the part
     of the false-alarm budget given to normal speed (see :func:`speed_hypotheses`).
+
+    With ``first_hits`` > 0, normal speed is first judged on its rarest hashes alone, as many as retrieve at
+    most ``first_hits`` postings per query hash, and a pile below ``stop_false_alarms`` there ends the search.
+    Common hashes retrieve most of the postings (and so cost most of the time) but carry few of a true match's
+    votes; a query this look does not settle is searched on all its hashes as above.
     """
     if not 0.0 < normal_speed_share < 1.0:
         raise ValueError(f"normal_speed_share must be in (0, 1), got {normal_speed_share}")
     removed = np.zeros((0, 2), np.int64) if removed is None else removed
     tried: dict[float, Candidate | None] = {}
 
+    def pile(speed: float, lookup: Lookup, only: np.ndarray | None = None) -> Candidate | None:
+        return _best_pile(_hits(lookup, segments, removed, only), segments, speed, frames,
+                          speed_hypotheses(speed, speeds, normal_speed_share), overdispersion)
+
     def try_speeds(batch: Sequence[float]) -> None:
-        hits = _hits_by_speed(peaks, segments, cfg, batch, max_postings, removed)
-        for speed in batch:
-            tried[speed] = _best_pile(hits[speed], segments, speed, frames,
-                                      speed_hypotheses(speed, speeds, normal_speed_share), overdispersion)
+        for speed, lookup in _lookup(peaks, segments, cfg, batch, max_postings).items():
+            tried[speed] = pile(speed, lookup)
 
     def best_so_far() -> Candidate | None:
         found = [c for c in tried.values() if c is not None]
@@ -239,8 +280,16 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     grid = sorted(speeds)
     one = min(range(len(grid)), key=lambda i: abs(grid[i] - 1.0))
     coarse = [s for s in speeds if (grid.index(s) - one) % 2 == 0]
-    # Normal speed alone first: most matches are decided there with one lookup.
-    try_speeds(coarse[:1])
+    # Normal speed alone first: most matches are decided there with one lookup, and most of those by the
+    # rarest hashes alone (a small part of the hits: common hashes cost the most and say the least).
+    normal = coarse[0]
+    lookup = _lookup(peaks, segments, cfg, [normal], max_postings)[normal]
+    rare = _rarest(lookup, int(first_hits * len(lookup[0]))) if first_hits else None
+    if rare is not None:
+        cand = pile(normal, lookup, rare)
+        if cand is not None and cand.false_alarms < stop_false_alarms:
+            return cand
+    tried[normal] = pile(normal, lookup)
     best = best_so_far()
     if best is not None and best.false_alarms < stop_false_alarms:
         return best

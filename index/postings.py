@@ -67,7 +67,8 @@ class Segment:
     @classmethod
     def open(cls, path: str) -> "Segment":
         def load(name: str) -> np.ndarray:
-            return np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
+            # A plain ndarray view of the map: slicing a np.memmap costs a Python-level hook per slice.
+            return np.load(os.path.join(path, name + ".npy"), mmap_mode="r").view(np.ndarray)
 
         seg = cls(os.path.basename(path), load("low"), np.array(load("buckets")), load("values"), load("tracks"))
         if (seg.low.shape != seg.values.shape or seg.tracks.ndim != 2 or seg.tracks.shape[1] != 3
@@ -83,10 +84,12 @@ class Segment:
         high = np.repeat(np.arange(len(self.buckets) - 1, dtype=np.uint32), np.diff(self.buckets))
         return (high << _LOW_BITS) | np.asarray(self.low, dtype=np.uint32)
 
-    def ranges(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def ranges(self, hashes: np.ndarray, max_postings: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``[lo, hi)`` of each hash's postings: bucket from the high bits, binary search on the low 16.
 
         Queries are sorted first, so each bucket is one contiguous slice of them and one ``searchsorted``.
+        Ranges longer than ``max_postings`` (sustained tones, silence) come back empty: such hashes vote
+        everywhere and identify nothing.
         """
         hashes = np.asarray(hashes, dtype=np.uint32)
         order = np.argsort(hashes)
@@ -108,17 +111,14 @@ class Segment:
             lo[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="left")
             hi[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="right")
         out_lo, out_hi = np.empty_like(lo), np.empty_like(hi)
+        if max_postings is not None:
+            hi = np.where(hi - lo > max_postings, lo, hi)
         out_lo[order], out_hi[order] = lo, hi
         return out_lo, out_hi
 
-    def gather(self, lo: np.ndarray, hi: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
-        """The postings in ranges from :meth:`ranges`, as (index of the range, global frame) per hit.
-
-        Ranges longer than ``max_postings`` (sustained tones, silence) are skipped: such hashes vote
-        everywhere and identify nothing.
-        """
+    def gather(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The postings in ranges from :meth:`ranges`, as (index of the range, global frame) per hit."""
         counts = hi - lo
-        counts = np.where(counts > max_postings, 0, counts)
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.uint32)
@@ -129,7 +129,7 @@ class Segment:
 
     def lookup(self, hashes: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
         """Every posting of ``hashes`` as (index into ``hashes``, global frame) per hit; see :meth:`gather`."""
-        return self.gather(*self.ranges(hashes), max_postings)
+        return self.gather(*self.ranges(hashes, max_postings))
 
     def track_at(self, frames: np.ndarray) -> np.ndarray:
         """Row index into ``tracks`` of the track owning each global frame (-1 where none)."""

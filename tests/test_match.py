@@ -7,7 +7,7 @@ import soxr
 
 from audioid import synth
 from audioid.fingerprint.landmarks import query_peaks
-from audioid.index.match import match, speed_grid, speed_hypotheses
+from audioid.index.match import _rarest, match, speed_grid, speed_hypotheses
 from audioid.index.store import IndexReader
 
 from conftest import Library
@@ -62,5 +62,37 @@ def test_share_must_be_a_proper_fraction(library: Library):
     try:
         with pytest.raises(ValueError):
             _search(reader, np.zeros(8000, np.float32), 1.0)
+    finally:
+        reader.close()
+
+
+def test_rarest_hashes_fill_the_budget_from_the_rarest_up():
+    times = np.zeros(4, np.int32)
+    lookup = (times, [(np.array([0, 10, 20, 30]), np.array([3, 11, 20, 130])),   # 3, 1, 0, 100 postings
+                      (np.array([0, 0, 0, 0]), np.array([2, 0, 1, 0]))])          # 2, 0, 1, 0
+    assert _rarest(lookup, 7).tolist() == [True, True, True, False]   # 5 + 1 + 1 = 7 hits
+    assert _rarest(lookup, 6).tolist() == [False, True, True, False]
+    assert _rarest(lookup, 107) is None                               # the budget holds all of them
+
+
+def _first_look(reader: IndexReader, y: np.ndarray, first_hits: float):
+    return match(query_peaks(y, reader.config), reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS,
+                 max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9, removed=reader.removed,
+                 first_hits=first_hits)
+
+
+def test_rare_hashes_decide_clear_matches_alike(library: Library):
+    reader = IndexReader(str(library.index))
+    try:
+        y = soxr.resample(library.tracks["track2"][-10 * library.sr:], library.sr, 8000).astype(np.float32)
+        full, rare = _first_look(reader, y, 0), _first_look(reader, y, 0.2)
+        assert rare.hits < full.hits                      # decided on part of the postings ...
+        assert rare.false_alarms < 1e-9                   # ... and significant there
+        assert (rare.track_id, rare.offset_frames, rare.speed) == (full.track_id, full.offset_frames, full.speed)
+        # What the first look does not settle is searched on every hash, exactly as without it.
+        noise = synth.pink_noise(9, 10 * 8000).astype(np.float32)
+        assert _first_look(reader, noise, 0.2) == _first_look(reader, noise, 0)
+        weak = _query(library, "track3")
+        assert _first_look(reader, weak, 0).track_id == _first_look(reader, weak, 0.2).track_id
     finally:
         reader.close()
