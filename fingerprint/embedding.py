@@ -67,12 +67,14 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 from scipy.ndimage import uniform_filter1d   # imported by the landmark code anyway: no extra start-up cost
 
 from .config import config_from_dict
+from .landmarks import stft
 
 # Power floor of the log spectra, relative to a full-scale sine (-100 dB): digital silence and dither
 # carry no information, and a fixed floor keeps the output finite.
@@ -258,9 +260,21 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m < 15.0, m * (200.0 / 3.0), 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)))
 
 
+class _Filterbank(NamedTuple):
+    """Per-config constants of :func:`_frame_features`."""
+
+    mel: np.ndarray                  # (n_mels, bins) Slaney mel filters
+    chroma: np.ndarray               # (12, chroma_bins.stop - chroma_bins.start): the bins where chroma is non-zero
+    chroma_bins: slice
+    bands: list[tuple[int, int]]     # contrast bands as [i0, i1) bin ranges
+    freqs: np.ndarray                # (bins,) Hz
+    dct: np.ndarray                  # (n_mfcc, n_mels) orthonormal DCT-II
+    formant: np.ndarray              # (n_mels,) bool: mel bands centred in 300-3000 Hz
+
+
 @lru_cache(maxsize=8)
 def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc: int, contrast_fmin: float,
-             n_bands: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray, np.ndarray]:
+             n_bands: int) -> _Filterbank:
     """Mel and chroma filterbanks, contrast band edges, bin frequencies and DCT matrix (built once per config).
 
     Built here rather than with librosa.filters: the same Slaney mel filters, without librosa's ~1 s first-call
@@ -279,17 +293,21 @@ def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc:
     pc = np.mod(12.0 * np.log2(freqs[ok] / 440.0) + 9.0, 12.0)        # 0 = C
     dist = np.abs(((pc[None, :] - np.arange(12)[:, None]) + 6.0) % 12.0 - 6.0)
     chroma[:, ok] = np.maximum(0.0, 1.0 - dist)
+    on = np.flatnonzero(chroma.any(axis=0))
+    chroma_bins = slice(int(on[0]), int(on[-1]) + 1) if len(on) else slice(0, 0)
     edges = [0.0] + [contrast_fmin * 2.0 ** k for k in range(n_bands)] + [sr / 2]
     bands = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         i0, i1 = int(np.searchsorted(freqs, lo)), int(np.searchsorted(freqs, hi, side="right"))
         bands.append((i0, max(i1, i0 + 2)))
     dct = sfft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
-    return (mel.astype(np.float32), chroma.astype(np.float32), bands, freqs.astype(np.float32),
-            dct.astype(np.float32))
+    centres = edges_hz[1:-1]
+    return _Filterbank(mel=mel.astype(np.float32), chroma=chroma[:, chroma_bins].astype(np.float32),
+                       chroma_bins=chroma_bins, bands=bands, freqs=freqs.astype(np.float32),
+                       dct=dct.astype(np.float32), formant=(centres >= 300.0) & (centres <= 3000.0))
 
 
-def _cfg_filters(cfg: EmbeddingConfig):
+def _cfg_filters(cfg: EmbeddingConfig) -> _Filterbank:
     return _filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz, cfg.n_mfcc,
                     cfg.contrast_fmin_hz, cfg.n_contrast_bands)
 
@@ -331,27 +349,29 @@ class _Frames:
 def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     n, hop = cfg.n_fft, cfg.hop_length
     if len(y) < n:
-        y = np.pad(y, (0, n - len(y)))
-    frames = np.lib.stride_tricks.sliding_window_view(y, n)[::hop]
-    mel_fb, chroma_fb, bands, freqs, dct = _cfg_filters(cfg)
-    window = np.hanning(n + 1)[:-1].astype(np.float32)
-    # Full-scale sine -> power 1 in its bin.
-    power = np.abs(sfft.rfft(frames * window, axis=1)) ** 2 * np.float32(16.0 / n ** 2)
-    power = power.astype(np.float32, copy=False)
-    logpow = 10.0 * np.log10(power + _POWER_FLOOR)
+        y = np.pad(y, (0, n - len(y)))  # here rather than in stft(): the zero-crossing count reads it too
+    fb = _cfg_filters(cfg)
+    # Full-scale sine -> power 1 in its bin.  In place: the operations of the plain expressions without their
+    # temporaries (the thresholds of the persistence block and the quiet-frame choice see the same values).
+    power = np.abs(stft(y, n, hop))
+    np.square(power, out=power)
+    power *= np.float32(16.0 / n ** 2)
+    logpow = power + _POWER_FLOOR
+    np.log10(logpow, out=logpow)
+    logpow *= 10.0
 
-    melpow = power @ mel_fb.T
+    melpow = power @ fb.mel.T
     logmel = 10.0 * np.log10(melpow + _POWER_FLOOR)
-    mfcc = logmel @ dct.T
+    mfcc = logmel @ fb.dct.T
     total = power.sum(axis=1)
     energy_db = 10.0 * np.log10(total + _POWER_FLOOR)
 
     # Spectral contrast: mean of the top and bottom quantile of each band's bins, in dB.
-    contrast = np.empty((len(power), len(bands)), np.float32)
-    for j, (i0, i1) in enumerate(bands):
+    contrast = np.empty((len(power), len(fb.bands)), np.float32)
+    for j, (i0, i1) in enumerate(fb.bands):
         s = np.sort(logpow[:, i0:i1], axis=1)
         k = max(1, int(round(cfg.contrast_quantile * (i1 - i0))))
-        contrast[:, j] = s[:, -k:].mean(axis=1) - s[:, :k].mean(axis=1)
+        contrast[:, j] = s[:, -k:].sum(axis=1) / k - s[:, :k].sum(axis=1) / k
 
     # Geometric mean from the log spectrum already at hand (ln = dB * ln(10) / 10).
     flatness = np.exp(logpow[:, 1:].mean(axis=1) * np.float32(np.log(10.0) / 10.0)) / (power[:, 1:].mean(axis=1)
@@ -360,27 +380,27 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     rise = np.maximum(np.diff(logmel, axis=0), 0.0)
     flux[1:] = rise.mean(axis=1)
     # Share of each frame's rise that falls in the speech formant bands.
-    mel_centres = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin_hz), _hz_to_mel(min(cfg.fmax_hz, cfg.sample_rate / 2)),
-                                          cfg.n_mels + 2))[1:-1]
-    formant = (mel_centres >= 300.0) & (mel_centres <= 3000.0)
     midflux = np.zeros(len(power), np.float32)
-    midflux[1:] = rise[:, formant].sum(axis=1) / (rise.sum(axis=1) + 1e-3)
+    midflux[1:] = rise[:, fb.formant].sum(axis=1) / (rise.sum(axis=1) + 1e-3)
 
-    chroma = power @ chroma_fb.T
+    chroma = power[:, fb.chroma_bins] @ fb.chroma.T
     chroma /= chroma.sum(axis=1, keepdims=True) + _POWER_FLOOR
 
     # Zero crossings per sample in each frame, from a running count of sign changes.
-    changes = np.concatenate([[0], np.cumsum(np.signbit(y[1:]) != np.signbit(y[:-1]))])
+    sign = np.signbit(y)
+    changes = np.zeros(len(y), np.int32)
+    np.cumsum(sign[1:] != sign[:-1], out=changes[1:])
     starts = np.arange(len(power)) * hop
     zcr = (changes[starts + n - 1] - changes[starts]) / np.float32(n - 1)
 
-    centroid = (power @ freqs) / (total + _POWER_FLOOR)
+    centroid = (power @ fb.freqs) / (total + _POWER_FLOOR)
 
     # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
-    lo, hi = int(np.searchsorted(freqs, 100.0)), int(np.searchsorted(freqs, 4000.0))
+    lo, hi = int(np.searchsorted(fb.freqs, 100.0)), int(np.searchsorted(fb.freqs, 4000.0))
     band = logpow[:, lo:hi]
-    local = uniform_filter1d(band, 9, axis=1, mode="nearest")     # mean of the 9 bins around each
-    white = np.maximum(band - local, 0.0)
+    white = uniform_filter1d(band, 9, axis=1, mode="nearest")     # mean of the 9 bins around each
+    np.subtract(band, white, out=white)
+    np.maximum(white, 0.0, out=white)
     white /= np.linalg.norm(white, axis=1, keepdims=True) + 1e-6
 
     return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness.astype(np.float32),
@@ -393,6 +413,20 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
 
 def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.std(axis=0)
+
+
+def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """Percentiles ``q`` of ``x`` along its last axis, shape ``x.shape[:-1] + (len(q),)``.
+
+    ``np.percentile``'s linear interpolation (the same formula), from one sort: on the few hundred values of a
+    window, ``np.percentile``'s general machinery costs several times the sort.
+    """
+    xs = np.sort(x, axis=-1)
+    pos = np.asarray(q, dtype=np.float64) / 100.0 * (xs.shape[-1] - 1)
+    below = np.floor(pos).astype(np.intp)
+    frac = pos - below
+    a, b = xs[..., below], xs[..., np.minimum(below + 1, xs.shape[-1] - 1)]
+    return np.where(frac >= 0.5, b - (b - a) * (1.0 - frac), a + (b - a) * frac)
 
 
 def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
@@ -413,7 +447,8 @@ def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
     """Share of each envelope's modulation power at 3-6 Hz among 0.5-25 Hz; ``env_db`` is ``(frames, bands)``."""
     if len(env_db) < 8:
         return np.zeros(env_db.shape[1])
-    x = (env_db - env_db.mean(axis=0)) * np.hanning(len(env_db))[:, None]
+    # float32 like its input: a power ratio needs no more, and the transform is twice as fast.
+    x = (env_db - env_db.mean(axis=0)) * np.hanning(len(env_db)).astype(np.float32)[:, None]
     spec = np.abs(sfft.rfft(x, axis=0)) ** 2
     f = np.fft.rfftfreq(len(x), d=cfg.frame_seconds)
     total = spec[(f >= 0.5) & (f <= 25.0)].sum(axis=0)
@@ -422,23 +457,15 @@ def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
 
 def _change(deltas: np.ndarray) -> list[float]:
     """Distribution of the per-frame norm of MFCC deltas, per coefficient group (see the ``change`` block)."""
-    norms = np.stack([np.linalg.norm(deltas[:, g], axis=1) for g in _CHANGE_GROUPS]).astype(np.float64)
+    squares = deltas * deltas
+    norms = np.stack([np.sqrt(squares[:, g].sum(axis=1)) for g in _CHANGE_GROUPS]).astype(np.float64)
     mean, var = norms.mean(axis=1), norms.var(axis=1)
     flat = (mean < 1e-6) | (var < 1e-12)       # an unchanging envelope (silence, a steady tone)
     mean, var = np.where(flat, 1.0, mean), np.where(flat, 1.0, var)
-    pct = np.where(flat[:, None], 1.0, np.percentile(norms, (10, 50, 90), axis=1).T / mean[:, None])
-    kurt = np.where(flat, 0.0, np.log(np.maximum(np.mean((norms - mean[:, None]) ** 4, axis=1) / var ** 2, 1e-6)))
+    pct = np.where(flat[:, None], 1.0, _percentiles(norms, (10, 50, 90)) / mean[:, None])
+    dev2 = np.square(norms - mean[:, None])
+    kurt = np.where(flat, 0.0, np.log(np.maximum(np.mean(dev2 * dev2, axis=1) / var ** 2, 1e-6)))
     return np.column_stack([pct, kurt]).ravel().tolist()
-
-
-def _span(x: np.ndarray, n: int, op) -> np.ndarray:
-    """``op`` over ``n`` consecutive rows, ``out[i] = op(x[i], ..., x[i + n - 1])``, in log2(n) steps."""
-    length = 1
-    while length < n:
-        step = min(length, n - length)
-        x = op(x[:-step], x[step:])
-        length += step
-    return x
 
 
 def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
@@ -447,15 +474,25 @@ def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
     per_frame = np.count_nonzero(peak, axis=1)
     n_peaks = int(per_frame.sum())
     out = [n_peaks / peak.size]
+    n_frames = len(peak)
+    # The runs of peak frames in every bin at once: bins laid end to end, each followed by one non-peak frame
+    # so that no run crosses into the next bin.
+    lanes = np.zeros((peak.shape[1], n_frames + 1), np.int8)
+    lanes[:, :n_frames] = peak.T
+    edges = np.diff(lanes.ravel(), prepend=np.int8(0))
+    first, stop = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # a run is frames [first, stop)
+    length = stop - first
     for run in cfg.persistence_runs:
-        if len(peak) < run or not n_peaks:
+        if n_frames < run or not n_peaks:
             out += [0.0, 0.0, 0.0]
             continue
-        starts = _span(peak, run, np.logical_and)          # a run of `run` peak frames starts here
-        pad = np.zeros((run - 1, peak.shape[1]), bool)
-        inside = np.count_nonzero(_span(np.concatenate([pad, starts, pad]), run, np.logical_or), axis=1)
-        share = inside / np.maximum(per_frame, 1)            # per frame: its peaks that are in long runs
-        out += [float(inside.sum() / n_peaks), *np.percentile(share, (10, 50)).tolist()]
+        long = length >= run
+        # Per frame, its peaks that are in long runs: +1 where such a run starts, -1 after it ends, summed up.
+        steps = (np.bincount(first[long] % (n_frames + 1), minlength=n_frames + 1)
+                 - np.bincount(stop[long] % (n_frames + 1), minlength=n_frames + 1))
+        inside = np.cumsum(steps[:n_frames])
+        share = inside / np.maximum(per_frame, 1)
+        out += [float(inside.sum() / n_peaks), *_percentiles(share, (10, 50)).tolist()]
     return out
 
 
@@ -513,23 +550,25 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     w = fr.whitened[a:b]
     for lag in cfg.stability_lags:
         if len(w) > lag:
-            s = (w[lag:] * w[:-lag]).sum(axis=1)
+            s = np.einsum("ij,ij->i", w[lag:], w[:-lag])
             parts += [[s.mean(), s.std()]]
         else:
             parts += [[1.0, 0.0]]
 
     # Background: what is left between the loudest events.  Under dialogue it is silence or room noise; under
     # speech over music it is the music bed (tonal, contrasted, stable partials).
-    parts += [(np.percentile(energy, (10, 25, 50, 90)) - level) / 10.0]
+    parts += [(_percentiles(energy, (10, 25, 50, 90)) - level) / 10.0]
     n_bg = max(1, int(round(_BG_SHARE * len(energy))))
     quiet = np.sort(np.argsort(energy, kind="stable")[:n_bg])
     bg_mel = logmel[quiet].mean(axis=0) - level
-    parts += [[g.mean() for g in np.array_split(bg_mel, _N_BG_BANDS)]]
+    sizes = np.full(_N_BG_BANDS, len(bg_mel) // _N_BG_BANDS)
+    sizes[:len(bg_mel) % _N_BG_BANDS] += 1                            # the groups of np.array_split
+    parts += [np.add.reduceat(bg_mel, np.cumsum(sizes) - sizes) / sizes]
     bg_stab = 1.0
     if len(w) > 1:
         q = quiet[quiet < len(w) - 1]
         if len(q):
-            bg_stab = float((w[q] * w[q + 1]).sum(axis=1).mean())
+            bg_stab = float(np.einsum("ij,ij->i", w[q], w[q + 1]).mean())
     parts += [[fr.contrast[a:b][quiet].mean(), fr.flatness[a:b][quiet].mean(), bg_stab]]
     # Speech adds onsets in the formant bands (300-3000 Hz) that music alone spreads over the spectrum.
     mid = fr.midflux[a:b]

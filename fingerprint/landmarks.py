@@ -7,6 +7,7 @@ targets, so that a reference pair is found in the query even when speech or nois
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
@@ -62,19 +63,33 @@ def running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
+@lru_cache(maxsize=8)
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann window of ``n`` samples, float32, built once per size (read-only: callers share it)."""
+    window = np.hanning(n + 1)[:-1].astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
+def stft(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Complex spectra of the Hann-windowed frames of float32 mono ``y``, shape ``(frames, n_fft // 2 + 1)``.
+
+    Frames start every ``hop`` samples, without centering; ``y`` shorter than a frame is zero-padded to one.
+    """
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    return sfft.rfft(frames * hann_window(n_fft), axis=1)
+
+
 def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
     """Magnitude spectrogram in dB full scale, shape ``(frames, bins)``, Hann window, no centering."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono audio (1-D), got shape {y.shape}")
-    n = cfg.n_fft
-    if len(y) < n:
-        y = np.pad(y, (0, n - len(y)))
-    frames = np.lib.stride_tricks.sliding_window_view(y, n)[:: cfg.hop_length]
-    window = np.hanning(n + 1)[:-1].astype(np.float32)
-    spec = np.abs(sfft.rfft(frames * window, axis=1))
+    spec = np.abs(stft(y, cfg.n_fft, cfg.hop_length))
     # Full-scale sine -> 0 dB.
-    return (20.0 * np.log10(spec / (n / 4.0) + 1e-9)).astype(np.float32)
+    return (20.0 * np.log10(spec / (cfg.n_fft / 4.0) + 1e-9)).astype(np.float32)
 
 
 def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
@@ -89,21 +104,27 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
     hi = min(spec.shape[1] - 2, int(np.floor(cfg.fmax_hz / bin_hz)))
     band = spec[:, lo - 1: hi + 2]  # one guard bin each side for interpolation
+    # Local maxima are sparse: find them first, then test and rank only those points.
     local_max = running_max(running_max(band, neighbourhood[0], 0), neighbourhood[1], 1)
+    t, f = np.divmod(np.flatnonzero(band == local_max), band.shape[1])
+    keep = (f > 0) & (f < band.shape[1] - 1) & (band[t, f] > _FLOOR_DB)  # not a guard bin, not silence
+    t, f = t[keep], f[keep]
     local_mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
-    prominence = band - local_mean
-    is_peak = (band == local_max) & (prominence > 0) & (band > _FLOOR_DB)
-    is_peak[:, [0, -1]] = False
-    t, f = np.nonzero(is_peak)
+
+    def prominence(rows: np.ndarray) -> np.ndarray:
+        return band[rows, f] - local_mean[rows, f]
+
+    strength = prominence(t)
+    rising = strength > 0
+    t, f, strength = t[rising], f[rising], strength[rising]
     if len(t) == 0:
         return Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32))
     # Rank by the prominence a peak keeps over persist_frames frames around it: sustained partials (music)
-    # stay, momentary maxima of noise do not.  Evaluated at the peaks only, not over the whole spectrogram.
+    # stay, momentary maxima of noise do not.
     half = cfg.persist_frames // 2
-    strength = prominence[t, f]
     for k in range(-half, cfg.persist_frames - half):
         if k:
-            strength = np.minimum(strength, prominence[np.clip(t + k, 0, len(band) - 1), f])
+            strength = np.minimum(strength, prominence(np.clip(t + k, 0, len(band) - 1)))
     # Parabolic interpolation of the peak's frequency from its two neighbours.
     a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]
     denom = a - 2 * b + c

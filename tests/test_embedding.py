@@ -207,3 +207,40 @@ def test_knn_separates_music_speech_and_mixtures():
     print(f"leave-one-out kNN: 3-class {acc3:.3f}, binary {binary:.3f}")
     assert acc3 >= 0.93, acc3      # chance is 1/3; measured 1.000
     assert binary >= 0.97, binary  # chance is 2/3; measured 1.000
+
+
+def test_percentiles_match_numpy():
+    from audioid.fingerprint.embedding import _percentiles
+
+    rng = np.random.default_rng(3)
+    for x in (rng.standard_normal(497), rng.standard_normal((4, 493)), np.ones(1), rng.random(2).astype(np.float32)):
+        q = (10, 25, 50, 90)
+        assert np.allclose(_percentiles(x, q), np.moveaxis(np.percentile(x, q, axis=-1), 0, -1), rtol=1e-6, atol=1e-7)
+
+
+def test_persistence_counts_runs_per_bin():
+    """Run persistence from run lengths equals a frame-by-frame count of the peaks in runs of >= `run` frames."""
+    from audioid.fingerprint.embedding import _persistence
+
+    cfg = EmbeddingConfig()
+    rng = np.random.default_rng(4)
+    white = (rng.random((60, 7)) < 0.6) * 1.0
+    white[:, 3] = 1.0                                  # one bin that is a peak in every frame
+    peak = white > 1.5 / np.sqrt(white.shape[1])
+    expect = [peak.sum() / peak.size]
+    for run in cfg.persistence_runs:
+        inside = np.zeros(peak.shape, bool)
+        for j in range(peak.shape[1]):
+            t = 0
+            while t < len(peak):
+                if peak[t, j]:
+                    end = t
+                    while end < len(peak) and peak[end, j]:
+                        end += 1
+                    inside[t:end, j] = end - t >= run
+                    t = end
+                else:
+                    t += 1
+        share = inside.sum(axis=1) / np.maximum(peak.sum(axis=1), 1)
+        expect += [inside.sum() / peak.sum(), *np.percentile(share, (10, 50))]
+    assert np.allclose(_persistence(white, cfg), expect)
