@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
 
+from .heap import steady_heap
 from .openapi import MAX_ID, openapi_document
 
 DEFAULTS: dict[str, Any] = {
@@ -455,14 +457,17 @@ def _shut_down(live: LiveIndex, upload_dir: str) -> None:
     shutil.rmtree(upload_dir, ignore_errors=True)
 
 
-def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 4):
+def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
+                sock: socket.socket | None = None):
     """A waitress server for ``app`` (from :func:`create_app`), not yet running: call ``.run()``.  Sets FAISS to
-    one OpenMP thread for the whole process.
+    one OpenMP thread and steadies the heap (:func:`api.heap.steady_heap`) for the whole process.
 
-    ``port=0`` picks a free port (``.effective_port``).  Waitress reads each request body completely before the
-    app sees it; its own limit sits 1 MB above the app's so that oversize uploads get the app's 413 problem.
-    A connection that sends nothing for the app's ``client_timeout_s`` is closed within about 1.1 times that
-    plus a second, so stalled clients cannot hold connections forever.
+    ``port=0`` picks a free port (``.effective_port``).  With ``sock`` (a bound TCP socket) the server accepts
+    on it instead of binding ``host``/``port`` (several worker processes share one, see :mod:`api.workers`).
+    Waitress reads each request body completely before the app sees it; its own limit sits 1 MB above the
+    app's so that oversize uploads get the app's 413 problem.  A connection that sends nothing for the app's
+    ``client_timeout_s`` is closed within about 1.1 times that plus a second, so stalled clients cannot hold
+    connections forever.
     """
     import faiss
     import waitress
@@ -470,8 +475,11 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     # Requests already run in parallel threads: FAISS splitting each single-vector search over OpenMP threads
     # only makes them wait for one another (8x slower per query with the other core busy, bench/RESULTS.md).
     faiss.omp_set_num_threads(1)
+    steady_heap()
     timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
+    where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
     # Waitress looks for silent connections every cleanup_interval (default 30 s): scale it with the timeout.
-    return waitress.create_server(app, host=host, port=port, threads=threads, ident="audioid",
+    return waitress.create_server(app, threads=threads, ident="audioid",
                                   max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20),
-                                  channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 10)))
+                                  channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 10)),
+                                  **where)

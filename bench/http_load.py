@@ -4,11 +4,13 @@ many requests, and the library's own warm identify rate on the same files.
 
 Usage::
 
-    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 4]
+    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 4] \
+        [--workers 1]
 
 The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
 and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
-``audioid serve`` in its own process (so its RSS is its own); clients are threads of this process, each with a
+``audioid serve`` in its own process (its RSS, with ``--workers`` the sum over the parent and its workers, is its
+own); clients are threads of this process, each with a
 keep-alive session, sending multipart uploads.  The library rate is measured with FAISS on one OpenMP thread, as
 the server runs it.  Prints markdown for ``bench/RESULTS.md``.
 """
@@ -97,8 +99,9 @@ def library_rate(index: str, files: list[str], calls: int, threads: int) -> floa
         ident.close()
 
 
-def start_server(index: str, threads: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads)]
+def start_server(index: str, threads: int, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads),
+           "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if " on http://" not in line:
@@ -108,11 +111,11 @@ def start_server(index: str, threads: int) -> tuple[subprocess.Popen, str]:
 
 
 def rss_mb(pid: int) -> float:
+    """VmRSS of ``pid`` and all its descendants (shared pages, such as the mapped index, count once per process)."""
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+        own = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return own + sum(rss_mb(int(c)) for c in f.read().split())
 
 
 def load(url: str, bodies: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, Any]:
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-level", type=int, default=400, help="Requests per concurrency level.")
     ap.add_argument("--requests", type=int, default=10000, help="Requests of the memory run (at 4 clients).")
     ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
+    ap.add_argument("--workers", type=int, default=1, help="Server processes (audioid serve --workers).")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building the index.")
     args = ap.parse_args(argv)
 
@@ -163,9 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     lib1 = library_rate(index, files, args.per_level, 1)
     lib4 = library_rate(index, files, args.per_level, 4)
 
-    proc, url = start_server(index, args.threads)
+    proc, url = start_server(index, args.threads, args.workers)
     try:
-        load(url, bodies, 4, 2 * len(bodies))             # warm the server as the library was warmed
+        load(url, bodies, 4, 4 * len(bodies))             # warm the server (every worker) as the library was
         levels = [load(url, bodies, c, args.per_level) for c in (1, 4, 16)]
         rss_before = rss_mb(proc.pid)
         memory = load(url, bodies, 4, args.requests)
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     errors = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s >= 500)
     wrong = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s != 200)
     print(f"index: {args.tracks} synthetic songs of {TRACK_S:g} s (audioid.synth); queries: {len(files)} MP3 "
-          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads}; {os.cpu_count()} cores, "
+          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads} --workers {args.workers}; "
+          f"{os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}; load average "
           f"{os.getloadavg()[0]:.2f}\n")
     print(f"Library, warm, same files: {lib1:.1f} identifies/s in one thread, {lib4:.1f}/s from 4 threads.\n")

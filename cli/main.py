@@ -357,7 +357,9 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port to listen on (0: any free port).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
-              help="Requests handled at once.")
+              help="Requests handled at once (per worker).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Server processes sharing the port: up to one per core serves that many identifies in parallel.")
 @click.option("--token", envvar="AUDIOID_TOKEN", default=None, metavar="TOKEN",
               help="Bearer token the write endpoints require [env AUDIOID_TOKEN; default: none].")
 @click.option("--token-all", is_flag=True, help="Require the token on read endpoints too (not /health, /openapi.json).")
@@ -365,7 +367,7 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
               metavar="MB", help="Largest request body.")
 @click.option("--client-timeout", type=click.IntRange(min=1), default=120, show_default=True, metavar="S",
               help="Close a connection that sends nothing for S seconds (a stalled or idle client).")
-def serve(index_dir: str, host: str, port: int, threads: int, token: str | None, token_all: bool,
+def serve(index_dir: str, host: str, port: int, threads: int, workers: int, token: str | None, token_all: bool,
           max_upload_mb: float, client_timeout: int) -> None:
     """Serve the HTTP API (identify, tracks, stats; GET /openapi.json) on waitress until interrupted.
 
@@ -375,19 +377,28 @@ def serve(index_dir: str, host: str, port: int, threads: int, token: str | None,
     if token_all and not token:
         raise click.UsageError("--token-all needs --token (or AUDIOID_TOKEN)")
     from audioid.api import create_app, make_server
+    from audioid.api.workers import listen_socket, serve_workers
 
-    app = create_app(index_dir, token=token, token_all=token_all, max_upload_mb=max_upload_mb,
-                     client_timeout_s=client_timeout)
-    server = make_server(app, host=host, port=port, threads=threads)
-    shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
-    click.echo(f"serving {index_dir} on http://{shown}:{server.effective_port} (Ctrl-C stops)", err=True)
+    config = dict(token=token, token_all=token_all, max_upload_mb=max_upload_mb, client_timeout_s=client_timeout)
+    app = create_app(index_dir, **config) if workers == 1 else None  # workers make their own
+    try:
+        sock = listen_socket(host, port)
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(f"serving {index_dir} on http://{shown}:{bound_port} "
+               f"({workers} worker{'s' if workers > 1 else ''}; Ctrl-C stops)", err=True)
     if not token and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("warning: no --token: anyone who can reach this address can change the index", err=True)
+    if workers > 1:
+        sys.exit(serve_workers(sock, index_dir, config, workers=workers, threads=threads,
+                               log=lambda line: click.echo(line, err=True)))
     import signal
 
     # SIGTERM (a service manager's stop) exits like Ctrl-C, so the upload folder and readers are cleaned up.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
-    server.run()
+    make_server(app, threads=threads, sock=sock).run()
 
 
 # ---------------------------------------------------------------------------------------------------- demo ---

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -100,7 +101,11 @@ def _row_to_track(row: sqlite3.Row) -> Track:
 class Catalog:
     """Thin wrapper over the SQLite catalog.
 
-    Reads see the tracks of ``segments`` (the live ones) that ``generation`` has not removed.
+    Reads see the tracks of ``segments`` (the live ones) that ``generation`` has not removed.  Threads may share
+    one Catalog: its statements run one at a time and each to the end (:meth:`_rows`), so the connection holds
+    its shared lock only while a statement runs.  Interleaved statements of several threads on one connection
+    could otherwise keep that lock held for as long as queries keep coming, and a writer (another connection)
+    would wait for it until SQLite's timeout ("database is locked").
     """
 
     def __init__(self, path: str, segments: Iterable[str], *, generation: int | None = None,
@@ -117,6 +122,7 @@ class Catalog:
         else:
             mode = "rw" if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) else "ro"
         self.db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
         if readonly:
             self.db.execute("PRAGMA query_only=ON")
         else:
@@ -127,6 +133,11 @@ class Catalog:
     def close(self) -> None:
         self.db.close()
 
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        """All rows of one read statement, run to the end under this catalog's lock (see the class docstring)."""
+        with self._lock:
+            return self.db.execute(sql, list(args)).fetchall()
+
     def _live(self) -> tuple[str, list]:
         marks = ",".join("?" * len(self.segments)) or "NULL"
         where, args = f"segment IN ({marks})", list(self.segments)
@@ -136,21 +147,20 @@ class Catalog:
 
     def get(self, track_id: int) -> Track | None:
         where, args = self._live()
-        row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE id = ? AND {where}",
-                              [track_id, *args]).fetchone()
-        return _row_to_track(row) if row else None
+        rows = self._rows(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE id = ? AND {where}", [track_id, *args])
+        return _row_to_track(rows[0]) if rows else None
 
     def by_label(self, label: str) -> list[Track]:
         where, args = self._live()
-        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE label = ? AND {where} ORDER BY id",
-                               [label, *args])
+        rows = self._rows(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE label = ? AND {where} ORDER BY id",
+                          [label, *args])
         return [_row_to_track(r) for r in rows]
 
     def by_content_hash(self, content_hash: str) -> Track | None:
         where, args = self._live()
-        row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE content_hash = ? AND {where}",
-                              [content_hash, *args]).fetchone()
-        return _row_to_track(row) if row else None
+        rows = self._rows(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE content_hash = ? AND {where} LIMIT 1",
+                          [content_hash, *args])
+        return _row_to_track(rows[0]) if rows else None
 
     def brief(self, track_ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
         """``{id: (label, class)}`` of the live tracks among ``track_ids`` (one query: used per identify)."""
@@ -158,8 +168,8 @@ class Catalog:
         if not ids:
             return {}
         where, args = self._live()
-        rows = self.db.execute(f"SELECT id, label, class FROM tracks WHERE id IN ({','.join('?' * len(ids))}) "
-                               f"AND {where}", [*ids, *args])
+        rows = self._rows(f"SELECT id, label, class FROM tracks WHERE id IN ({','.join('?' * len(ids))}) "
+                          f"AND {where}", [*ids, *args])
         return {i: (label, klass) for i, label, klass in rows}
 
     def _filtered(self, label: str | None, klass: str | None) -> tuple[str, list]:
@@ -173,38 +183,38 @@ class Catalog:
                offset: int = 0) -> list[Track]:
         """Live tracks by id, optionally only those with ``label`` and/or class ``klass``, one page of them."""
         where, args = self._filtered(label, klass)
-        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE {where} ORDER BY id "
-                               f"LIMIT ? OFFSET ?", [*args, -1 if limit is None else limit, offset])
+        rows = self._rows(f"SELECT {', '.join(_COLUMNS)} FROM tracks WHERE {where} ORDER BY id LIMIT ? OFFSET ?",
+                          [*args, -1 if limit is None else limit, offset])
         return [_row_to_track(r) for r in rows]
 
     def count(self, *, label: str | None = None, klass: str | None = None) -> int:
         """How many live tracks :meth:`tracks` with the same filters lists in all."""
         where, args = self._filtered(label, klass)
-        (n,) = self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()
+        ((n,),) = self._rows(f"SELECT COUNT(*) FROM tracks WHERE {where}", args)
         return n
 
     def totals(self) -> dict[str, float]:
         where, args = self._live()
-        n, dur, hashes = self.db.execute(
+        ((n, dur, hashes),) = self._rows(
             f"SELECT COUNT(*), COALESCE(SUM(duration_s), 0), COALESCE(SUM(n_hashes), 0) FROM tracks WHERE {where}",
-            args).fetchone()
+            args)
         return {"tracks": n, "duration_s": dur, "hashes": hashes}
 
     def next_id(self) -> int:
-        (m,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM tracks").fetchone()
+        ((m,),) = self._rows("SELECT COALESCE(MAX(id), 0) FROM tracks")
         return m + 1
 
     def insert(self, tracks: Iterable[Track]) -> None:
         rows = [(t.id, t.label, t.title, t.artist, t.klass, t.source_path, t.content_hash, t.duration_s,
                  t.added_at, t.segment, t.frame_start, t.frame_count, t.n_hashes, json.dumps(t.metadata))
                 for t in tracks]
-        with self.db:
+        with self._lock, self.db:
             self.db.executemany(f"INSERT INTO tracks ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
                                 rows)
 
     def mark_removed(self, track_ids: Iterable[int], generation: int) -> None:
         """Remove tracks as of ``generation`` (readers of earlier generations still see them)."""
-        with self.db:
+        with self._lock, self.db:
             self.db.executemany("UPDATE tracks SET removed_in = ? WHERE id = ? AND removed_in IS NULL",
                                 [(generation, int(i)) for i in track_ids])
 
@@ -213,7 +223,7 @@ class Catalog:
         log ``entry`` for ``generation``, in one transaction: a crash leaves both or neither."""
         changes = {k: v for k, v in fields.items() if v is not None}
         assign = ", ".join(f"{k} = ?" for k in changes)
-        with self.db:
+        with self._lock, self.db:
             if changes:
                 self.db.execute(f"UPDATE tracks SET {assign} WHERE id = ?", [*changes.values(), track_id])
             self._log([entry], generation)
@@ -221,7 +231,7 @@ class Catalog:
     def log(self, entries: Iterable[dict[str, Any]], generation: int) -> None:
         """Append label-log entries (dicts with keys of ``LOG_COLUMNS``; missing ones are NULL) made by the
         write that commits ``generation``."""
-        with self.db:
+        with self._lock, self.db:
             self._log(entries, generation)
 
     def _log(self, entries: Iterable[dict[str, Any]], generation: int) -> None:
@@ -234,7 +244,7 @@ class Catalog:
         """Undo what a writer that crashed before committing a generation after ``generation`` left behind:
         rows of segments no MANIFEST names, removals and log entries of generations never committed."""
         marks = ",".join("?" * len(self.segments)) or "NULL"
-        with self.db:
+        with self._lock, self.db:
             self.db.execute(f"DELETE FROM tracks WHERE segment NOT IN ({marks})", list(self.segments))
             self.db.execute("UPDATE tracks SET removed_in = NULL WHERE removed_in > ?", [generation])
             self.db.execute("DELETE FROM label_log WHERE generation > ?", [generation])
@@ -242,6 +252,6 @@ class Catalog:
     def log_entries(self) -> list[dict[str, Any]]:
         """The label log as of this catalog's generation, oldest first (each entry with its ``generation``)."""
         limit = "" if self.generation is None else " WHERE generation <= ?"
-        rows = self.db.execute(f"SELECT generation, {', '.join(LOG_COLUMNS)} FROM label_log{limit} ORDER BY seq",
-                               [] if self.generation is None else [self.generation])
+        rows = self._rows(f"SELECT generation, {', '.join(LOG_COLUMNS)} FROM label_log{limit} ORDER BY seq",
+                          [] if self.generation is None else [self.generation])
         return [dict(zip(("generation", *LOG_COLUMNS), r)) for r in rows]

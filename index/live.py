@@ -4,7 +4,8 @@ A server cannot reopen the index for every request (opening loads the vectors), 
 (``audioid index build`` in another process, or the server's own writes, commit new ones).  :class:`LiveIndex`
 keeps one opened generation and, per query, compares the MANIFEST's ``stat`` with the one it opened (about a
 microsecond): a writer replaces the MANIFEST by rename, so a new generation always shows as a new inode.  Queries
-already running keep the generation they started with; it is closed when the last of them is done.
+already running keep the generation they started with (it is closed when the last of them is done); queries
+starting while a new one is being opened wait for it.
 """
 from __future__ import annotations
 
@@ -99,7 +100,9 @@ class LiveIndex:
         stamp = self._stamp()
         cur = self._current
         if cur is None or (stamp != cur.stamp and stamp != self._failed_stamp):
-            self.refresh(wait=cur is None)
+            # Wait while another thread opens the new generation rather than answer from the old one: a query
+            # that starts after a write has committed (here or in another process) must see it.
+            self.refresh()
         with self._lock:
             cur = self._current
             if cur is None:
@@ -107,15 +110,10 @@ class LiveIndex:
             cur.users += 1
             return cur
 
-    def refresh(self, wait: bool = True) -> bool:
-        """Open the newest generation if the MANIFEST changed since the current one was opened.
-
-        With ``wait=False``, return at once when another thread is already opening it (queries keep the
-        current generation meanwhile).  Returns whether a new generation was swapped in.
-        """
-        if not self._reopen.acquire(blocking=wait):
-            return False
-        try:
+    def refresh(self) -> bool:
+        """Open the newest generation if the MANIFEST changed since the current one was opened (one thread opens
+        it; the others wait for it).  Returns whether a new generation was swapped in."""
+        with self._reopen:
             stamp = self._stamp()
             cur = self._current
             if cur is not None and stamp == cur.stamp:
@@ -137,8 +135,6 @@ class LiveIndex:
                 old.identifier.close()
             self.reloads += 1
             return True
-        finally:
-            self._reopen.release()
 
     def _open(self) -> Identifier:
         # A MANIFEST read just before a newer writer's commit may name files that writer has since removed: the

@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
@@ -191,8 +192,12 @@ class IndexReader:
         cat = self.manifest["catalog"]
         if cat is None:
             raise IndexStoreError(f"{path}: index has no catalog")
-        self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], generation=self.generation,
-                               readonly=True)
+        try:
+            self.catalog = Catalog(os.path.join(path, cat), self.manifest["segments"], generation=self.generation,
+                                   readonly=True)
+        except sqlite3.Error as e:
+            # Also what a reader sees when a newer writer removed this generation's catalog file meanwhile.
+            raise IndexStoreError(f"{path}: cannot open the catalog {cat} ({e})") from None
         # Frame ranges of removed tracks, sorted: their postings stay in the immutable segments until the
         # next build, and hits inside these ranges are dropped.
         ranges = sorted(tuple(r) for r in self.manifest.get("removed", []))

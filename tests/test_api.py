@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,7 @@ import soundfile as sf
 
 from audioid import synth
 from audioid.api import create_app, make_server
+from audioid.api.heap import steady_heap
 from audioid.index.identify import Identifier
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
@@ -359,6 +363,80 @@ def test_serve_command(library: Library, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_heap_is_steadied_once_per_process() -> None:
+    assert steady_heap() and steady_heap()
+    assert [t.name for t in threading.enumerate()].count("heap-trimmer") == 1
+
+
+def _workers(pid: int) -> set[int]:
+    """Worker processes of the server ``pid`` (its multiprocessing children other than the resource tracker)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    found = set()
+    for c in children:
+        try:
+            with open(f"/proc/{c}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    found.add(c)
+        except FileNotFoundError:   # exited meanwhile
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="needs Linux /proc")
+def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path]) -> None:
+    """--workers 2: two processes answer on one port, each sees the other's writes, a dead one is replaced, and
+    SIGTERM stops them all."""
+    idx = index_copy(library, tmp_path)
+    song = synth.music_track(71, 25.0, library.sr)
+    sf.write(tmp_path / "new.wav", song, library.sr)
+    sf.write(tmp_path / "outro.wav", song[-10 * library.sr:], library.sr)
+    proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(idx), "--port", "0", "--workers", "2",
+                             "--threads", "2", "--token", "t0ken"], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "(2 workers; Ctrl-C stops)" in line, line
+        url = line.split(" on ")[1].split()[0]
+
+        def identify(path: Path) -> dict:
+            r = requests.post(f"{url}/identify", files={"file": upload(path)}, timeout=60)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        with ThreadPoolExecutor(8) as pool:
+            assert {r["label"] for r in pool.map(identify, [queries["t2.wav"]] * 16)} == {"track2"}
+        first = _workers(proc.pid)
+        assert len(first) == 2
+        r = requests.post(f"{url}/tracks", files={"file": upload(tmp_path / "new.wav")}, data={"label": "new"},
+                          headers={"Authorization": "Bearer t0ken"}, timeout=60)
+        assert r.status_code == 201, r.text
+        # Connections go to either worker: every one of these answers knows the new track.
+        with ThreadPoolExecutor(8) as pool:
+            assert {r["label"] for r in pool.map(identify, [tmp_path / "outro.wav"] * 16)} == {"new"}
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(600):
+            now = _workers(proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        assert len(now) == 2 and victim not in now      # replaced
+        assert identify(queries["t2.wav"])["label"] == "track2"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    assert not any(_alive(p) for p in now | first)
 
 
 def test_openapi_contract_holds(library: Library, tmp_path: Path) -> None:

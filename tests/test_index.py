@@ -174,6 +174,16 @@ def test_foreign_folder_and_future_format_are_refused(refs, tmp_path):
         Identifier.open(tmp_path / "nowhere")
 
 
+def test_catalog_gone_under_a_reader_is_an_index_error(refs, tmp_path):
+    # What a reader meets when a writer's merge removed the catalog its MANIFEST names: an IndexStoreError
+    # (which LiveIndex retries with the newer MANIFEST), not a bare sqlite3 error.
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs))[:1], idx, jobs=1)
+    os.remove(idx / json.loads((idx / "MANIFEST.json").read_text())["catalog"])
+    with pytest.raises(IndexStoreError, match="cannot open the catalog"):
+        IndexReader(str(idx))
+
+
 def test_second_writer_fails_clearly(refs, tmp_path):
     idx = tmp_path / "idx"
     build_index(reference_specs(str(refs))[:1], idx, jobs=1)

@@ -1,0 +1,118 @@
+"""Several server processes on one listening socket (``audioid serve --workers N``).
+
+Threads of one process take turns on the GIL, and an identify is mostly short numpy calls between Python
+lines, so on two cores one process serves about 1.4 times what one thread does.  Worker processes run in
+parallel: the parent binds the socket, starts ``N`` waitress servers that accept on it (the kernel hands each new
+connection to one of them), and restarts a worker that dies.  Workers are fresh interpreters (``spawn``: FAISS
+and OpenMP state must not be forked) and open the index themselves; their writes queue on the index's writer
+lock as separate processes' do, and each one's :class:`~audioid.index.live.LiveIndex` picks up the others'
+generations before its next query.  A worker whose parent is gone stops by itself.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.connection import wait
+from typing import Any, Callable
+
+#: A worker that exits this soon after starting, this many times in a row, means it cannot start at all.
+_QUICK_EXIT_S = 10.0
+_QUICK_EXITS = 3
+#: How long stopping workers get to finish their requests before they are killed.
+_STOP_GRACE_S = 10.0
+
+
+def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A TCP socket listening on ``host``:``port`` (0: any free port), for :func:`serve_workers`.
+
+    It listens at once, so connections made before a worker is ready wait in the backlog instead of failing.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(sock: socket.socket, index_dir: str, config: dict[str, Any], threads: int, parent: int) -> None:
+    from .app import create_app, make_server
+
+    # SIGTERM (from the parent) exits like Ctrl-C, so the upload folder and readers are cleaned up.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:
+        make_server(create_app(index_dir, **config), sock=sock, threads=threads).run()
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        pass
+
+
+def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *, workers: int, threads: int,
+                  log: Callable[[str], None] = print) -> int:
+    """Serve the API for ``index_dir`` from ``workers`` processes accepting on ``sock``, until SIGTERM or
+    Ctrl-C; returns an exit status (non-zero when workers kept dying at start-up).
+
+    ``config`` is :func:`api.create_app`'s; each worker runs ``threads`` request threads.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def stop(_sig: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
+
+    def start() -> tuple[Any, float]:
+        proc = ctx.Process(target=_worker, args=(sock, index_dir, config, threads, os.getpid()),
+                           name="audioid-worker", daemon=False)
+        proc.start()
+        return proc, time.monotonic()
+
+    running = [start() for _ in range(workers)]
+    quick_exits, status = 0, 0
+    try:
+        while not stopping:
+            wait([p.sentinel for p, _ in running], timeout=0.5)
+            for i, (proc, started) in enumerate(running):
+                if proc.is_alive() or stopping:
+                    continue
+                quick_exits = quick_exits + 1 if time.monotonic() - started < _QUICK_EXIT_S else 0
+                if quick_exits >= _QUICK_EXITS:
+                    log(f"error: workers keep exiting at start-up (last exit status {proc.exitcode}); stopping")
+                    status, stopping = 1, True
+                    break
+                log(f"worker {proc.pid} exited with status {proc.exitcode}; starting another")
+                running[i] = start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc, _ in running:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for proc, _ in running:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        sock.close()
+    return status
