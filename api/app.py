@@ -459,8 +459,8 @@ def _shut_down(live: LiveIndex, upload_dir: str) -> None:
 
 def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
                 sock: socket.socket | None = None):
-    """A waitress server for ``app`` (from :func:`create_app`), not yet running: call ``.run()``.  Sets FAISS to
-    one OpenMP thread and steadies the heap (:func:`api.heap.steady_heap`) for the whole process.
+    """A waitress server for ``app`` (from :func:`create_app`), not yet running: call ``.run()``.  Limits BLAS and
+    OpenMP (FAISS) to one thread and steadies the heap (:func:`api.heap.steady_heap`) for the whole process.
 
     ``port=0`` picks a free port (``.effective_port``).  With ``sock`` (a bound TCP socket) the server accepts
     on it instead of binding ``host``/``port`` (several worker processes share one, see :mod:`api.workers`).
@@ -469,12 +469,14 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     ``client_timeout_s`` is closed within about 1.1 times that plus a second, so stalled clients cannot hold
     connections forever.
     """
-    import faiss
+    import faiss  # noqa: F401  (loads the OpenMP runtime that the limit below must reach)
     import waitress
+    from threadpoolctl import threadpool_limits
 
-    # Requests already run in parallel threads: FAISS splitting each single-vector search over OpenMP threads
-    # only makes them wait for one another (8x slower per query with the other core busy, bench/RESULTS.md).
-    faiss.omp_set_num_threads(1)
+    # Requests already run in parallel threads (and workers in parallel processes): BLAS and OpenMP pools
+    # splitting each small matrix product or FAISS search over both cores only spin waiting for one another.
+    # With them, a server identify cost twice the CPU of a library one (bench/RESULTS.md).
+    threadpool_limits(limits=1)
     steady_heap()
     timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
     where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}

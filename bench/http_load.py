@@ -11,8 +11,8 @@ The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; b
 and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
 ``audioid serve`` in its own process (its RSS, with ``--workers`` the sum over the parent and its workers, is its
 own); clients are threads of this process, each with a
-keep-alive session, sending multipart uploads.  The library rate is measured with FAISS on one OpenMP thread, as
-the server runs it.  Prints markdown for ``bench/RESULTS.md``.
+keep-alive session, sending multipart uploads.  The library rate is measured with BLAS and OpenMP (FAISS) on one
+thread, as the server runs them.  Prints markdown for ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     index = ensure_index(args.work, args.tracks, args.jobs)
-    import faiss
+    import faiss  # noqa: F401
+    from threadpoolctl import threadpool_limits
 
-    faiss.omp_set_num_threads(1)            # as the server does (api.make_server): parallel queries, not searches
+    threadpool_limits(limits=1)             # as the server does (api.make_server): parallel queries, not searches
     files = make_queries(args.work, args.queries, args.tracks)
     bodies = [(os.path.basename(f), open(f, "rb").read()) for f in files]
     lib1 = library_rate(index, files, args.per_level, 1)
