@@ -20,7 +20,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copytree(base, index)
     if args.token:
         os.environ["AUDIOID_TOKEN"] = args.token          # start_server's subprocess inherits it
-    proc, url = start_server(index, threads=4)
+    proc, url = start_server(index, 4, os.path.join(args.work, "server.log"))
     junit = os.path.join(args.work, "junit.xml")
     st = shutil.which("st") or os.path.join(os.path.dirname(sys.executable), "st")
     cmd = [st, "run", f"{url}/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
@@ -56,16 +55,13 @@ def main(argv: list[str] | None = None) -> None:
            "all", "--report", "junit", "--report-junit-path", junit]
     if args.token:
         cmd += ["-H", f"Authorization: Bearer {args.token}"]
-    with open(os.path.join(args.work, "server.log"), "w") as log:
-        # Drain the server's stderr so a full pipe never blocks it; its log is kept for the traceback count.
-        threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, log), daemon=True).start()
-        t0 = time.perf_counter()
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, cwd=args.work)
-        finally:
-            alive = proc.poll() is None
-            proc.terminate()
-            proc.wait(timeout=60)
+    t0 = time.perf_counter()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=args.work)
+    finally:
+        alive = proc.poll() is None
+        proc.terminate()
+        proc.wait(timeout=60)
     wall = time.perf_counter() - t0
     with open(os.path.join(args.work, "server.log")) as f:
         server_log = f.read()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -99,7 +100,9 @@ def library_rate(index: str, files: list[str], calls: int, threads: int) -> floa
         ident.close()
 
 
-def start_server(index: str, threads: int, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_server(index: str, threads: int, log_path: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """``audioid serve`` on a free port, its stderr after the first line copied to ``log_path`` (drained, so that
+    a full pipe never blocks the server: waitress warns of queued requests under load)."""
     cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads),
            "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -107,6 +110,12 @@ def start_server(index: str, threads: int, workers: int = 1) -> tuple[subprocess
     if " on http://" not in line:
         proc.kill()
         raise SystemExit(f"server did not start: {line}")
+
+    def drain() -> None:
+        with open(log_path, "w", buffering=1) as log:
+            shutil.copyfileobj(proc.stderr, log)
+
+    threading.Thread(target=drain, daemon=True).start()
     return proc, line.split(" on ")[1].split()[0]
 
 
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     lib1 = library_rate(index, files, args.per_level, 1)
     lib4 = library_rate(index, files, args.per_level, 4)
 
-    proc, url = start_server(index, args.threads, args.workers)
+    proc, url = start_server(index, args.threads, os.path.join(args.work, "server.log"), args.workers)
     try:
         load(url, bodies, 4, 4 * len(bodies))             # warm the server (every worker) as the library was
         levels = [load(url, bodies, c, args.per_level) for c in (1, 4, 16)]

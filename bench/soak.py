@@ -233,21 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(index, ignore_errors=True)
     shutil.copytree(base, index)
 
-    proc, url = start_server(index, args.threads)
     log_path = os.path.join(args.work, "server.log")
-    with open(log_path, "w") as log:
-        # Drain the server's stderr (waitress queue warnings, error logs) so a full pipe never blocks it.
-        threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, log), daemon=True).start()
-        try:
-            load(url, bodies, args.clients, 2 * len(bodies))            # warm-up, outside the figures
-            rss_start = rss_mb(proc.pid)
-            rows, events = soak(url, proc.pid, bodies, pool, args.minutes, args.clients, args.write_share,
-                                args.added)
-            alive = proc.poll() is None
-            checked, failures = verify(url, pool)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    proc, url = start_server(index, args.threads, log_path)
+    try:
+        load(url, bodies, args.clients, 2 * len(bodies))            # warm-up, outside the figures
+        rss_start = rss_mb(proc.pid)
+        rows, events = soak(url, proc.pid, bodies, pool, args.minutes, args.clients, args.write_share, args.added)
+        alive = proc.poll() is None
+        checked, failures = verify(url, pool)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
     check = subprocess.run([sys.executable, "-m", "audioid.cli", "index", "check", "--index", index, "--json"],
                            capture_output=True, text=True)
     rep = json.loads(check.stdout)
