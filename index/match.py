@@ -96,6 +96,7 @@ def _live(values: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return ~inside
 
 
+#: One speed hypothesis looked up: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
 Lookup = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -224,6 +225,8 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
         pile_q = pile & ((1 << shift) - 1)
         pile_diff = (pile >> shift) - base
         pile_values = pile_diff + pile_q
+        # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
+        # one piece of evidence, not several.
         votes = len(np.unique(pile_q * 3 + (pile_diff - off + 1)))
         where = _locate(segments, pile_values)
         if where is None:
