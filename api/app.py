@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import math
 import os
 import shutil
 import socket
@@ -31,12 +30,13 @@ from audioid.index.build import add_to_index, relabel_in_index, remove_from_inde
 from audioid.index.catalog import CLASSES, Track
 from audioid.index.identify import Identifier
 from audioid.index.live import LiveIndex
+from audioid.index.parallel import single_thread_pools
 from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
 
 from .heap import steady_heap
-from .openapi import MAX_ID, openapi_document
+from .openapi import MAX_ID, MAX_OFFSET, MAX_OUTRO_S, MAX_PAGE, MAX_TEXT, MAX_TOP, openapi_document
 
 DEFAULTS: dict[str, Any] = {
     "max_upload_mb": 50.0,     # largest request body, in MB (10^6 bytes)
@@ -50,10 +50,6 @@ DEFAULTS: dict[str, Any] = {
 #: Raw request bodies accepted as audio (besides ``audio/*``); ``application/octet-stream`` is sniffed.
 RAW_AUDIO_TYPES = ("application/ogg", "application/octet-stream")
 PROBLEM_TYPE = "application/problem+json"
-MAX_TOP = 20
-MAX_OUTRO_S = 86400.0
-MAX_PAGE = 1000
-MAX_TEXT = 500             # characters of a label, title, artist or who
 #: Endpoints that change the index (the token guards them; ``token_all`` guards the rest too).
 WRITE_ENDPOINTS = frozenset({"add_track", "relabel_track", "delete_track"})
 
@@ -88,6 +84,10 @@ class Upload:
     @property
     def shown(self) -> str:
         return self.filename or "upload"
+
+    def public(self, message: str) -> str:
+        """``message`` naming the upload as its client did, not by its temporary file."""
+        return message.replace(self.path, self.shown)
 
 
 def display_name(name: str | None) -> str | None:
@@ -146,6 +146,10 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
             message = message.replace(p, "INDEX")
         return message
 
+    def not_ready(e: IndexStoreError) -> ApiError:
+        """The 503 for an index that cannot be read (none built yet, or damaged), to a query or a write."""
+        return ApiError(503, "Index not ready", public(str(e)), "index-not-ready", {"Retry-After": "5"})
+
     # ------------------------------------------------------------------------------------ errors and auth ---
 
     @app.errorhandler(ApiError)
@@ -185,8 +189,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
             with live.acquire() as ident:
                 yield ident
         except IndexStoreError as e:
-            raise ApiError(503, "Index not ready", public(str(e)), "index-not-ready",
-                           {"Retry-After": "5"}) from None
+            raise not_ready(e) from None
 
     # ----------------------------------------------------------------------------------------- uploads ---
 
@@ -234,7 +237,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         d = result.to_dict()
         del d["path"]
         if d["error"]:
-            d["error"] = d["error"].replace(upload.path, upload.shown)
+            d["error"] = upload.public(d["error"])
         return {"filename": upload.filename, **d}
 
     def identify_params() -> tuple[float, int]:
@@ -265,7 +268,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
     @app.get("/tracks")
     def list_tracks() -> Response:
         limit = number_arg("limit", 100, int, 1, MAX_PAGE)
-        offset = number_arg("offset", 0, int, 0, 2**62)
+        offset = number_arg("offset", 0, int, 0, MAX_OFFSET)
         label = text_arg(request.args, "label")
         klass = class_arg(request.args)
         with current() as ident:
@@ -292,15 +295,12 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         spec = dict(label=label, title=text_arg(form, "title"), artist=text_arg(form, "artist"),
                     klass=class_arg(form))
         who = text_arg(form, "who") or cfg["who"]
-        with current():
-            pass  # 503 before reading the upload when there is no index to add to
         with uploads(many=False) as (upload,):
             meta = {"filename": upload.filename} if upload.filename else {}
             report = write(add_to_index, [ReferenceSpec(upload.path, metadata=meta, **spec)], index_dir, jobs=1,
                            who=who)
         if report.failed:
-            raise ApiError(422, "Undecodable audio", report.failed[0][1].replace(upload.path, upload.shown),
-                           "undecodable")
+            raise ApiError(422, "Undecodable audio", upload.public(report.failed[0][1]), "undecodable")
         if report.duplicates:
             dup = report.duplicates[0][1]
             raise ApiError(409, "Already indexed", f"the same recording is track {dup}", "duplicate",
@@ -389,7 +389,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
                 except NoSuchTrackError as e:   # removed by another request since this one looked it up
                     raise ApiError(404, "No such track", public(str(e)), "no-such-track") from None
                 except IndexStoreError as e:
-                    raise ApiError(503, "Index unavailable", public(str(e)), "index-unavailable") from None
+                    raise not_ready(e) from None
         finally:
             write_lock.release()
         live.refresh()      # the writer's next read sees its write
@@ -420,10 +420,9 @@ def number_arg(name: str, default: float, kind: type, low: float, high: float) -
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not (low <= value <= high) or (kind is float and not math.isfinite(value)):
-        bounds = f"from {low:g}" + ("" if math.isinf(high) else f" to {high:g}")
+    if value is None or not (low <= value <= high):   # NaN and infinities fail the range too
         raise ApiError(400, "Bad parameter", f"{name} must be {'an integer' if kind is int else 'a number'} "
-                       f"{bounds}, got {raw!r}", "bad-parameter")
+                       f"from {low:g} to {high:g}, got {raw!r}", "bad-parameter")
     return value
 
 
@@ -469,14 +468,9 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     ``client_timeout_s`` is closed within about 1.1 times that plus a second, so stalled clients cannot hold
     connections forever.
     """
-    import faiss  # noqa: F401  (loads the OpenMP runtime that the limit below must reach)
     import waitress
-    from threadpoolctl import threadpool_limits
 
-    # Requests already run in parallel threads (and workers in parallel processes): BLAS and OpenMP pools
-    # splitting each small matrix product or FAISS search over both cores only spin waiting for one another.
-    # With them, a server identify cost twice the CPU of a library one (bench/RESULTS.md).
-    threadpool_limits(limits=1)
+    single_thread_pools()   # requests already run in parallel threads (and workers in parallel processes)
     steady_heap()
     timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
     where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}

@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-CLASSES = ["music", "dialogue", "both"]
-TEXT = {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"}
-MAX_ID = 2**63 - 1
+from audioid.index.catalog import CLASSES
+
+# The limits the API enforces (api/app.py) and this document states.
+MAX_ID = 2**63 - 1           # SQLite ids are 64-bit
+MAX_TOP = 20                 # neighbours listed per record
+MAX_OUTRO_S = 86400.0
+MAX_PAGE = 1000              # tracks per GET /tracks page
+MAX_OFFSET = 2**62
+MAX_TEXT = 500               # characters of a label, title, artist or who
+TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"\S"}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -52,9 +59,9 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
                      max_batch_files: int = 32) -> dict[str, Any]:
     """The OpenAPI 3.1 document of an app with this configuration (which operations need the token)."""
     identify_params = [
-        _param("outro_seconds", "query", {"type": "number", "minimum": 0, "maximum": 86400, "default": 10},
+        _param("outro_seconds", "query", {"type": "number", "minimum": 0, "maximum": MAX_OUTRO_S, "default": 10},
                "Seconds analysed at the end of the file; 0 analyses the whole file."),
-        _param("top", "query", {"type": "integer", "minimum": 1, "maximum": 20, "default": 3},
+        _param("top", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "default": 3},
                "How many similar reference tracks to list in ``neighbours``."),
     ]
     raw_audio = {"schema": {"type": "string", "format": "binary"}}
@@ -197,9 +204,9 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
             "get": op("List indexed tracks, a page at a time", operationId="listTracks", parameters=[
                 _param("label", "query", TEXT, "Only tracks with this label."),
                 _param("class", "query", {"type": "string", "enum": CLASSES}, "Only tracks of this class."),
-                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 100},
                        "Tracks per page."),
-                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
                        "Tracks to skip (by id order)."),
             ], responses=_responses({"200": _json("TrackPage", "One page of tracks by id, and the total.")},
                                     400, 503)),

@@ -117,13 +117,11 @@ _worker_identifier: "Identifier | None" = None
 
 def _worker_open(index: str) -> None:
     global _worker_identifier
-    from threadpoolctl import threadpool_limits
-
     from .index.identify import Identifier
+    from .index.parallel import single_thread_pools
 
+    single_thread_pools()
     _worker_identifier = Identifier.open(index)
-    # The workers already fill the cores: BLAS / OpenMP pools of their own would only spin against each other.
-    threadpool_limits(limits=1)
 
 
 def _worker_identify(path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:

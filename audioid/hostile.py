@@ -125,11 +125,13 @@ def encode(path: str | bytes | os.PathLike, y: np.ndarray, rate: int, fmt: str) 
     """Write mono or ``(frames, channels)`` ``y`` as ``fmt`` (``wav``, ``mp3``, ``flac`` or ``ogg``)."""
     import soundfile as sf
 
+    from .index.chunking import FORMATS
+
     if fmt == "mp3":
-        synth.write_mp3(path, y, rate, 64)
+        synth.write_mp3(path, y, rate, 64)   # at a set bitrate
     else:
-        sf.write(path, y, rate, format={"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}[fmt],
-                 subtype={"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS"}[fmt])
+        _, major, subtype = FORMATS[fmt]
+        sf.write(path, y, rate, format=major, subtype=subtype)
 
 
 def write_long_file(path: str | os.PathLike, outro: np.ndarray, seconds: float, fmt: str = "flac") -> Path:
@@ -140,15 +142,16 @@ def write_long_file(path: str | os.PathLike, outro: np.ndarray, seconds: float, 
     """
     import soundfile as sf
 
+    from .index.chunking import FORMATS
+
     path = Path(path)
     block = np.zeros(60 * SR, np.float32)
     silence = int(seconds * SR) - len(outro)
     if silence < 0:
         raise ValueError(f"{seconds} s is shorter than the outro ({len(outro) / SR:.1f} s)")
-    kw = {"mp3": dict(format="MP3", subtype="MPEG_LAYER_III"), "ogg": dict(format="OGG", subtype="VORBIS"),
-          "flac": dict(format="FLAC", subtype="PCM_16")}[fmt]
+    _, major, subtype = FORMATS[fmt]
     tmp = path.with_name(path.name + ".part")
-    with sf.SoundFile(tmp, "w", SR, 1, **kw) as f:
+    with sf.SoundFile(tmp, "w", SR, 1, format=major, subtype=subtype) as f:
         for start in range(0, silence, len(block)):
             f.write(block[:min(len(block), silence - start)])
         f.write(outro.astype(np.float32))
@@ -265,11 +268,11 @@ def make_hostile_set(folder: str | os.PathLike, seed: int = 0, *, long_seconds: 
     cases: list[Case] = []
 
     def add(name: str, kind: str, content: bytes | None, expect: str, label: str | None = None,
-            mentions: tuple[str, ...] = (), ext: str = "wav", **kw) -> Path:
+            mentions: tuple[str, ...] = (), ext: str = "wav") -> Path:
         path = folder / f"{name}.{ext}"
         if content is not None:
             path.write_bytes(content)
-        cases.append(Case(name, kind, os.fsdecode(path), expect, label, mentions, **kw))
+        cases.append(Case(name, kind, os.fsdecode(path), expect, label, mentions))
         return path
 
     # Good encodings of each format: their bytes are what the truncations and flips damage.

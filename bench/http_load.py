@@ -37,6 +37,7 @@ from common import percentiles  # noqa: E402
 from audioid import synth  # noqa: E402
 from audioid.index.build import build_index  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
+from audioid.index.parallel import single_thread_pools  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
 from audioid.index.store import IndexReader, IndexStoreError  # noqa: E402
 
@@ -127,6 +128,15 @@ def rss_mb(pid: int) -> float:
         return own + sum(rss_mb(int(c)) for c in f.read().split())
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and all its descendants so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return own + sum(cpu_s(int(c)) for c in f.read().split())
+
+
 def load(url: str, bodies: list[tuple[str, bytes]], clients: int, total: int) -> dict[str, Any]:
     """``total`` POST /identify requests from ``clients`` threads; latency percentiles, throughput, statuses."""
     latencies: list[float] = []
@@ -168,10 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     index = ensure_index(args.work, args.tracks, args.jobs)
-    import faiss  # noqa: F401
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)             # as the server does (api.make_server): parallel queries, not searches
+    single_thread_pools()                   # as the server does (api.make_server): parallel queries, not searches
     files = make_queries(args.work, args.queries, args.tracks)
     bodies = [(os.path.basename(f), open(f, "rb").read()) for f in files]
     lib1 = library_rate(index, files, args.per_level, 1)
@@ -179,10 +186,18 @@ def main(argv: list[str] | None = None) -> None:
 
     proc, url = start_server(index, args.threads, os.path.join(args.work, "server.log"), args.workers)
     try:
+        def measured(clients: int, total: int) -> dict[str, Any]:
+            """``load`` with the CPU it cost, per request: the server's (all workers) and these clients'."""
+            server0, client0 = cpu_s(proc.pid), time.process_time()
+            r = load(url, bodies, clients, total)
+            r["server_ms"] = (cpu_s(proc.pid) - server0) / total * 1000
+            r["client_ms"] = (time.process_time() - client0) / total * 1000
+            return r
+
         load(url, bodies, 4, 4 * len(bodies))             # warm the server (every worker) as the library was
-        levels = [load(url, bodies, c, args.per_level) for c in (1, 4, 16)]
+        levels = [measured(c, args.per_level) for c in (1, 4, 16)]
         rss_before = rss_mb(proc.pid)
-        memory = load(url, bodies, 4, args.requests)
+        memory = measured(4, args.requests)
         rss_after = rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -197,15 +212,17 @@ def main(argv: list[str] | None = None) -> None:
           f"{os.getloadavg()[0]:.2f}\n")
     print(f"Library, warm, same files: {lib1:.1f} identifies/s in one thread, {lib4:.1f}/s from 4 threads.\n")
     print("| clients | requests | throughput (req/s) | vs library 1 thread | p50 ms | p95 ms | p99 ms | max ms "
-          "| non-200 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| server CPU ms/request | client CPU ms/request | non-200 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in [*levels, {**memory, "clients": "4 (memory run)"}]:
         bad = sum(n for s, n in r["statuses"].items() if s != 200)
         print(f"| {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['rps'] / lib1:.0%} | {r['p50']:.1f} | "
-              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {bad} |")
+              f"{r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['server_ms']:.1f} | {r['client_ms']:.1f} | "
+              f"{bad} |")
     growth = rss_after / rss_before - 1
+    checked = sum(r["requests"] for r in [*levels, memory])
     print(f"\nServer RSS {rss_before:.1f} MB before, {rss_after:.1f} MB after {args.requests} requests "
-          f"({growth:+.1%}); 5xx responses: {errors}; non-200: {wrong}.")
+          f"({growth:+.1%}); of {checked} requests measured: 5xx {errors}, non-200 {wrong}.")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,11 @@ def check_factory(factory: str, dim: int) -> None:
     """Raise ValueError naming ``factory`` when FAISS cannot build an inner-product index of ``dim`` from it."""
     import faiss
 
+    from .vectors import faiss_spec
+
     try:
-        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        # Checked as built for a large index (IVF list counts shrink for small ones, never grow).
+        faiss.index_factory(dim, faiss_spec(factory, 1 << 40), faiss.METRIC_INNER_PRODUCT)
     except Exception as e:  # FAISS raises RuntimeError with its own text for every kind of bad string
         raise ValueError(f"vector index type {factory!r} is not a usable FAISS index_factory string ({e})") from None
 

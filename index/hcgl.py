@@ -116,12 +116,11 @@ def kmeans(x: np.ndarray, k: int, n_iter: int, seed: int) -> np.ndarray:
 
     rng = np.random.default_rng(seed)
     centroids = x[rng.choice(len(x), k, replace=False)]
-    sq = (x * x).sum(axis=1)
-    labels = np.zeros(len(x), np.int64)
+    labels = np.full(len(x), -1)
     for _ in range(n_iter):
-        d = sq[:, None] - 2.0 * (x @ centroids.T) + (centroids * centroids).sum(axis=1)[None, :]
-        new = d.argmin(axis=1)
-        if np.array_equal(new, labels) and _ > 0:
+        # |x|^2 is the same for every centroid of a row: the nearest one is the argmin of the rest.
+        new = ((centroids * centroids).sum(axis=1)[None, :] - 2.0 * (x @ centroids.T)).argmin(axis=1)
+        if np.array_equal(new, labels):
             break
         labels = new
         counts = np.bincount(labels, minlength=k)

@@ -1,4 +1,5 @@
-"""Work over processes, results in input order: the one pool that builds, adds and chunking share."""
+"""Work over processes, results in input order: the one pool that builds, adds and chunking share; and the one way
+a process that already runs in parallel with others keeps its numeric libraries single-threaded."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,18 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def single_thread_pools() -> None:
+    """Limit this process' BLAS and OpenMP (FAISS) pools to one thread.
+
+    For workers and servers whose processes or threads already fill the cores: pools of their own only spin
+    waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md).
+    """
+    import faiss  # noqa: F401  (loads the OpenMP runtime: the limit reaches only libraries already loaded)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = None) -> Iterator[R]:
@@ -21,7 +34,8 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
     if jobs == 1:
         yield from map(fn, items)
         return
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("forkserver"))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("forkserver"),
+                               initializer=single_thread_pools)
     try:
         yield from pool.map(fn, items, chunksize=1)
     finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -211,10 +212,11 @@ class IndexReader:
         """Size of the global frame space that postings point into."""
         return int(self.manifest["next_frame"])
 
-    @property
+    @functools.cached_property
     def live_frames(self) -> int:
         """Frames of the tracks still in the index (with the gap after each): the frame space a query's hits
-        can land in, since hits in removed tracks are dropped.  The no-match decision is sized by it."""
+        can land in, since hits in removed tracks are dropped.  The no-match decision is sized by it (per query:
+        computed once, a generation never changes)."""
         gap = track_gap(self.config)
         held = sum(int(seg.tracks[:, 1].sum()) + gap * len(seg.tracks) for seg in self.segments)
         return max(1, held - int(self.removed[:, 1].sum()) - gap * len(self.removed))

@@ -45,6 +45,16 @@ def _as_float32(vectors: np.ndarray) -> np.ndarray:
     return v
 
 
+def faiss_spec(factory: str, n: int) -> str:
+    """The ``index_factory`` string built for ``n`` vectors: an IVF's list count shrinks to what ``n`` can train
+    (FAISS wants ~39 vectors per list), and a bare ``IVFk`` gets flat lists."""
+    spec = factory.strip()
+    if spec.upper().startswith("IVF"):
+        head, _, rest = spec.partition(",")
+        spec = f"IVF{max(1, min(int(head[3:]), n // 39))},{rest or 'Flat'}"
+    return spec
+
+
 def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str):
     """A FAISS index of ``factory`` type over ``vectors`` (inner product), with ``ids``.
 
@@ -56,12 +66,7 @@ def build_faiss(vectors: np.ndarray, ids: np.ndarray, factory: str):
     vectors = _as_float32(vectors)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     n, dim = vectors.shape
-    spec = factory.strip()
-    if spec.upper().startswith("IVF"):
-        head, _, rest = spec.partition(",")
-        nlist = int(head[3:])
-        spec = f"IVF{max(1, min(nlist, n // 39))},{rest or 'Flat'}"
-    index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(dim, faiss_spec(factory, n), faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         index.train(vectors)
     # IVF indexes take ids themselves; others (Flat, HNSW) need an id map.

@@ -134,6 +134,15 @@ def test_check_reports_damage(setup, tmp_path):
     idx, seg = fresh("vectors")
     (seg / "vectors.faiss").write_bytes(b"garbage")
     assert not check_index(idx).ok
+    # Damage the reader opens fine: the check's own segment and vector tests must find it.
+    idx, seg = fresh("tracks")
+    tracks = np.load(seg / "tracks.npy")
+    tracks[1, 0] = tracks[0, 0] + 1                                    # two tracks' frame ranges overlap
+    np.save(seg / "tracks.npy", tracks)
+    assert any("not sorted and disjoint" in e for e in check_index(idx).errors)
+    idx, seg = fresh("no-vectors")
+    os.remove(seg / "vectors.faiss")
+    assert any("no vectors for its" in e for e in check_index(idx).errors)
     idx, seg = fresh("catalog")
     with sqlite3.connect(next(idx.glob("catalog-*.sqlite"))) as db:
         db.execute("DELETE FROM tracks WHERE id = 2")

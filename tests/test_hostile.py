@@ -6,6 +6,7 @@ The cases and what each must get come from :mod:`audioid.hostile`; an index of i
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -93,8 +94,7 @@ def test_index_build_indexes_good_files_and_reports_each_bad_one(hostile_set, tm
     (src / "bad").mkdir()
     for case in bad:
         shutil.copyfile(case.path, src / "bad" / os.path.basename(case.path))
-    bad = [hostile.Case(c.name, c.kind, str(src / "bad" / os.path.basename(c.path)), c.expect, c.label, c.mentions)
-           for c in bad]
+    bad = [dataclasses.replace(c, path=str(src / "bad" / os.path.basename(c.path))) for c in bad]
     # a FIFO, a symlink loop and a dangling link in the scanned folder are skipped, never read
     special: list[hostile.Case] = []
     hostile.cases_special(src / "bad", special, b"\x00\x00" * 16000)

@@ -68,3 +68,13 @@ def test_fewer_results_than_k_are_padded(tmp_path):
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="too many windows"):
         vector_ids(1, 1 << 20)
+
+
+def test_factory_check_accepts_what_the_build_accepts():
+    from audioid.index.embeddings import check_factory
+
+    for factory in ("Flat", "IVF256", "ivf64,Flat", "HNSW32"):
+        check_factory(factory, 32)
+        build_faiss(np.eye(64, 32, dtype=np.float32), np.arange(64), factory)
+    with pytest.raises(ValueError, match="not a usable FAISS"):
+        check_factory("Bogus12", 32)
