@@ -4,6 +4,7 @@ The one place in the package that touches audio files.  Everything downstream wo
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -61,9 +62,14 @@ def sanitize(y: np.ndarray) -> np.ndarray:
 
     Returns ``y`` itself when there is nothing to fix.
     """
-    if not np.isfinite(y).all():
+    if not len(y):
+        return y
+    # max and min propagate NaN and show +-Inf: two passes decide both questions for the usual clean input.
+    top, bottom = float(y.max()), float(y.min())
+    if not (math.isfinite(top) and math.isfinite(bottom)):
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    if len(y) and max(float(y.max()), -float(y.min())) > _MAX_LEVEL:
+        top, bottom = float(y.max()), float(y.min())
+    if max(top, -bottom) > _MAX_LEVEL:
         y = np.clip(y, -_MAX_LEVEL, _MAX_LEVEL)
     return y
 
@@ -77,16 +83,16 @@ def resample(y: np.ndarray, orig_sr: float, target_sr: int) -> np.ndarray:
     return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def load(path: str | os.PathLike, sample_rate: int, *, tail_seconds: float | None = None) -> Audio:
-    """Decode ``path`` to mono float32 at ``sample_rate``.
+def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: float | None = None) -> Audio:
+    """Decode ``path`` to mono float32 at ``sample_rate`` (or at the file's own rate).
 
     Parameters
     ----------
     path : str or path-like
         Audio file: MP3, WAV, FLAC, Ogg Vorbis, Opus, AIFF (libsndfile); M4A/AAC and anything else ffmpeg
         reads when ffmpeg is installed.  Any sample rate and channel count.
-    sample_rate : int
-        Target rate in Hz.
+    sample_rate : int or None
+        Target rate in Hz; ``None`` keeps the file's rate, for callers that resample to several rates.
     tail_seconds : float or None
         Read only the last ``tail_seconds`` of the file, seeking where the format allows, so a 3-hour file
         costs about what a 3-minute one does.  ``None`` or ``0`` reads the whole file; a tail longer than
@@ -107,11 +113,12 @@ def load(path: str | os.PathLike, sample_rate: int, *, tail_seconds: float | Non
     """
     from .decode import decode
 
-    if not sample_rate or sample_rate <= 0:
+    if sample_rate is not None and not sample_rate > 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
     tail = tail_seconds or None
-    d = decode(path, tail + _PREROLL_S if tail else None, grid=sample_rate)
+    d = decode(path, tail + _PREROLL_S if tail and sample_rate else tail, grid=sample_rate)
     y = sanitize(to_mono(sanitize(d.data)))  # mixing huge finite floats can overflow too
+    sample_rate = sample_rate or d.sample_rate
     y = resample(y, d.sample_rate, sample_rate)
     start_s = d.start_frame / d.sample_rate
     if tail:

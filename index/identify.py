@@ -14,6 +14,7 @@ from ..fingerprint.landmarks import query_peaks
 from .classify import ClassifyConfig
 from .embeddings import Vote, classify_vectors
 from .match import match, speed_grid
+from .parallel import on_spare_core
 from .result import Result
 from .store import IndexReader
 
@@ -79,7 +80,7 @@ class Identifier:
         self.config = config or MatchConfig()
         self.classify_config = classify_config or ClassifyConfig()
         self.speeds = speed_grid(self.config.max_speed_change, self.config.speed_step)
-        # Files are decoded once, at the embedding's rate; landmarks resample from that.
+        # Long audio is decoded once at the embedding's rate; landmarks resample from that.
         self.sample_rate = reader.embedding.sample_rate
 
     @classmethod
@@ -98,9 +99,11 @@ class Identifier:
         matched, instead of the whole analysed window.  The class vote looks at the last embedding window
         (10 s) of ``y``: the outro.
         """
+        # The class vote and the landmark search are independent: the vote runs on a second core when one is free.
+        vote_of = on_spare_core(self.classify_samples, y, sr) if len(y) else None
         result = self._landmark_result(y, sr, path, start_s, matched_range)
-        if len(y):
-            vote = self.classify_samples(y, sr)
+        if vote_of is not None:
+            vote = vote_of()
             result.klass, result.class_confidence, result.neighbours = vote.klass, vote.confidence, vote.neighbours
         return result
 
@@ -143,11 +146,13 @@ class Identifier:
                        offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
 
     def _load(self, path: str, outro_seconds: float):
-        return load(path, self.sample_rate, tail_seconds=outro_seconds or None)
+        # An outro stays at the file's rate: the landmarks and the class vote each resample it, in parallel.
+        # A whole file or a long stretch is resampled once at load, so its samples take less memory.
+        short = 0 < outro_seconds <= self.config.max_query_s
+        return load(path, None if short else self.sample_rate, tail_seconds=outro_seconds or None)
 
-    def _scan(self, y: np.ndarray, path: str, start_s: float) -> Iterable[Result]:
+    def _scan(self, y: np.ndarray, sr: int, path: str, start_s: float) -> Iterable[Result]:
         """Results of overlapping ``window_s`` windows every ``hop_s`` over ``y`` (matched ranges)."""
-        sr = self.sample_rate
         win, hop = int(self.config.window_s * sr), int(self.config.hop_s * sr)
         starts = range(0, max(1, len(y) - win + hop), hop) if len(y) > win else [0]
         for s in starts:
@@ -163,10 +168,10 @@ class Identifier:
             audio = self._load(path, outro_seconds)
         except AudioError as e:
             return Result(path=path, status="error", error=str(e))
-        y, sr = audio.samples, self.sample_rate
+        y, sr = audio.samples, audio.sample_rate
         if len(y) <= self.config.max_query_s * sr:
             return self.identify_samples(y, sr, path=path, start_s=audio.start_s)
-        results = list(self._scan(y, path, audio.start_s))
+        results = list(self._scan(y, sr, path, audio.start_s))
         matches = [r for r in results if r.status == "match"]
         if matches:
             return max(matches, key=lambda r: (r.confidence, r.score))
@@ -187,7 +192,7 @@ class Identifier:
             return [Result(path=path, status="error", error=str(e))]
         found: list[Result] = []
         last = None
-        for r in self._scan(audio.samples, path, audio.start_s):
+        for r in self._scan(audio.samples, audio.sample_rate, path, audio.start_s):
             last = r
             if r.status != "match":
                 continue
@@ -203,7 +208,7 @@ class Identifier:
         if found:
             return found
         # Nothing found: one no_match record over the whole span, classed by its last window (the outro).
-        end_s = audio.start_s + len(audio.samples) / self.sample_rate
+        end_s = audio.start_s + len(audio.samples) / audio.sample_rate
         return [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
                        query_end_s=round(end_s, 3), klass=last.klass, class_confidence=last.class_confidence,
                        neighbours=last.neighbours)]

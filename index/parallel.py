@@ -1,9 +1,11 @@
-"""Work over processes, results in input order: the one pool that builds, adds and chunking share; and the one way
-a process that already runs in parallel with others keeps its numeric libraries single-threaded."""
+"""Work over processes, results in input order: the one pool that builds, adds and chunking share; the one way
+a process that already runs in parallel with others keeps its numeric libraries single-threaded; and one helper
+thread that lets a single query use a second core when it is free."""
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -40,3 +42,48 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
         yield from pool.map(fn, items, chunksize=1)
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+class _Spare:
+    """One helper thread per process, taken only when idle (so concurrent queries never queue behind each other)."""
+
+    def __init__(self) -> None:
+        self.free = threading.Semaphore(1)
+        self.pool: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioid-spare")
+            return self.pool
+
+
+_spare = _Spare()
+# A forked child has the parent's objects but not its threads: it starts with a helper of its own.
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare()))
+
+
+def on_spare_core(fn: Callable[..., R], *args) -> Callable[[], R]:
+    """Start ``fn(*args)`` on the helper thread if it is idle and there is a second core; returns a function that
+    gives its result (waiting for it, or running ``fn`` right then when the helper was busy or absent).
+
+    For independent halves of one query: NumPy, SciPy and FAISS release the GIL in their kernels, so the two
+    halves overlap.  Under load every core is busy anyway and the call costs what running it inline does.
+    """
+    spare = _spare
+    if len(os.sched_getaffinity(0)) < 2 or not spare.free.acquire(blocking=False):
+        return lambda: fn(*args)
+
+    def run():
+        try:
+            return fn(*args)
+        finally:
+            spare.free.release()
+
+    try:
+        future: Future = spare.executor().submit(run)
+    except RuntimeError:  # interpreter shutting down
+        spare.free.release()
+        return lambda: fn(*args)
+    return future.result
