@@ -99,12 +99,13 @@ class Identifier:
         matched, instead of the whole analysed window.  The class vote looks at the last embedding window
         (10 s) of ``y``: the outro.
         """
+        if not len(y):
+            return self._landmark_result(y, sr, path, start_s, matched_range)
         # The class vote and the landmark search are independent: the vote runs on a second core when one is free.
-        vote_of = on_spare_core(self.classify_samples, y, sr) if len(y) else None
-        result = self._landmark_result(y, sr, path, start_s, matched_range)
-        if vote_of is not None:
+        with on_spare_core(self.classify_samples, y, sr) as vote_of:
+            result = self._landmark_result(y, sr, path, start_s, matched_range)
             vote = vote_of()
-            result.klass, result.class_confidence, result.neighbours = vote.klass, vote.confidence, vote.neighbours
+        result.klass, result.class_confidence, result.neighbours = vote.klass, vote.confidence, vote.neighbours
         return result
 
     def classify_samples(self, y: np.ndarray, sr: int) -> Vote:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -14,15 +15,17 @@ R = TypeVar("R")
 
 
 def single_thread_pools() -> None:
-    """Limit this process' BLAS and OpenMP (FAISS) pools to one thread.
+    """Limit this process' BLAS and OpenMP (FAISS) pools to one thread, and lend it no spare core.
 
     For workers and servers whose processes or threads already fill the cores: pools of their own only spin
-    waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md).
+    waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md), and a query's helper
+    thread (:func:`on_spare_core`) only adds GIL hand-overs (a sixth more CPU per request, same latency).
     """
     import faiss  # noqa: F401  (loads the OpenMP runtime: the limit reaches only libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    _spare.enabled = False
 
 
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = None) -> Iterator[R]:
@@ -45,45 +48,54 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
 
 
 class _Spare:
-    """One helper thread per process, taken only when idle (so concurrent queries never queue behind each other)."""
+    """One helper thread per process, lent to a query only while no other query runs in this process: under
+    concurrent load every core is busy anyway, and lending it then only adds threads contending for the cores."""
 
-    def __init__(self) -> None:
-        self.free = threading.Semaphore(1)
-        self.pool: ThreadPoolExecutor | None = None
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.lock = threading.Lock()
+        self.running = 0          # queries inside on_spare_core, helped or not
+        self.pool: ThreadPoolExecutor | None = None
 
-    def executor(self) -> ThreadPoolExecutor:
+    def lend(self) -> ThreadPoolExecutor | None:
         with self.lock:
+            self.running += 1
+            if not self.enabled or self.running > 1 or len(os.sched_getaffinity(0)) < 2:
+                return None
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioid-spare")
             return self.pool
 
+    def done(self) -> None:
+        with self.lock:
+            self.running -= 1
+
 
 _spare = _Spare()
 # A forked child has the parent's objects but not its threads: it starts with a helper of its own.
-os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare()))
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare(_spare.enabled)))
 
 
-def on_spare_core(fn: Callable[..., R], *args) -> Callable[[], R]:
-    """Start ``fn(*args)`` on the helper thread if it is idle and there is a second core; returns a function that
-    gives its result (waiting for it, or running ``fn`` right then when the helper was busy or absent).
+@contextmanager
+def on_spare_core(fn: Callable[..., R], *args) -> Iterator[Callable[[], R]]:
+    """Within the block, ``fn(*args)`` runs on a second core if this process has one to spare; the block gets
+    a function that returns its result (waiting for it, or running ``fn`` right then when no core was spared).
 
-    For independent halves of one query: NumPy, SciPy and FAISS release the GIL in their kernels, so the two
-    halves overlap.  Under load every core is busy anyway and the call costs what running it inline does.
+    For the independent halves of one query: NumPy, SciPy, soxr and FAISS release the GIL in their kernels, so
+    the two halves overlap.  A core is spared only to a query running alone in its process, and never in a
+    process that :func:`single_thread_pools` set up to share the cores with others.
     """
     spare = _spare
-    if len(os.sched_getaffinity(0)) < 2 or not spare.free.acquire(blocking=False):
-        return lambda: fn(*args)
-
-    def run():
-        try:
-            return fn(*args)
-        finally:
-            spare.free.release()
-
+    pool = spare.lend()
+    future: Future | None = None
     try:
-        future: Future = spare.executor().submit(run)
-    except RuntimeError:  # interpreter shutting down
-        spare.free.release()
-        return lambda: fn(*args)
-    return future.result
+        if pool is not None:
+            try:
+                future = pool.submit(fn, *args)
+            except RuntimeError:  # interpreter shutting down
+                future = None
+        yield future.result if future is not None else (lambda: fn(*args))
+    finally:
+        if future is not None:
+            wait([future])        # the helper's work ends with the block, whatever happened in it
+        spare.done()

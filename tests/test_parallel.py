@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -22,35 +25,61 @@ def test_ordered_map_keeps_input_order():
 @two_cores
 def test_spare_core_runs_on_the_helper_and_returns_the_result():
     caller = threading.get_ident()
-    result = on_spare_core(lambda a, b: (threading.get_ident(), a + b), 2, 3)()
-    assert result[1] == 5 and result[0] != caller
+    with on_spare_core(lambda a, b: (threading.get_ident(), a + b), 2, 3) as get:
+        helper, total = get()
+    assert total == 5 and helper != caller
 
 
 @two_cores
-def test_busy_helper_means_inline_not_a_queue():
-    started, release = threading.Event(), threading.Event()
+def test_a_core_is_spared_only_to_a_query_running_alone():
+    inside, leave = threading.Event(), threading.Event()
+    seen = {}
 
-    def hold():
-        started.set()
-        release.wait(10)
-        return "held"
+    def other_query():
+        with on_spare_core(threading.get_ident) as get:
+            seen["other"] = get() != threading.get_ident()
+            inside.set()
+            leave.wait(10)
 
-    first = on_spare_core(hold)
-    assert started.wait(10)
-    caller = threading.get_ident()
-    second = on_spare_core(threading.get_ident)   # helper busy: deferred, then run by the caller
-    assert second() == caller
-    release.set()
-    assert first() == "held"
-    # The helper is free again once its work is done.
-    assert on_spare_core(threading.get_ident)() != caller
+    t = threading.Thread(target=other_query)
+    t.start()
+    assert inside.wait(10)
+    with on_spare_core(threading.get_ident) as get:     # another query is running: no helper
+        assert get() == threading.get_ident()
+    leave.set()
+    t.join(10)
+    assert seen["other"]                                 # the first query, alone, had it
+    with on_spare_core(threading.get_ident) as get:     # alone again
+        assert get() != threading.get_ident()
 
 
-def test_errors_reach_the_caller():
+def test_errors_reach_the_caller_and_the_block_waits_for_the_helper():
+    done = threading.Event()
+
     def fail():
         raise KeyError("boom")
 
-    get = on_spare_core(fail)
-    with pytest.raises(KeyError, match="boom"):
-        get()
-    assert on_spare_core(lambda: 1)() == 1      # the helper was released despite the error
+    def slow():
+        time.sleep(0.05)
+        done.set()
+
+    with on_spare_core(fail) as get:
+        with pytest.raises(KeyError, match="boom"):
+            get()
+    with pytest.raises(ValueError):
+        with on_spare_core(slow):
+            raise ValueError("the query failed")
+    assert done.is_set()                                 # the helper's work ended with the block
+    with on_spare_core(lambda: 1) as get:
+        assert get() == 1
+
+
+@two_cores
+def test_processes_that_share_the_cores_lend_no_spare_core():
+    # In a child process: single_thread_pools() changes its whole process for good.
+    code = ("import threading\n"
+            "from audioid.index.parallel import on_spare_core, single_thread_pools\n"
+            "with on_spare_core(threading.get_ident) as get: assert get() != threading.get_ident()\n"
+            "single_thread_pools()\n"
+            "with on_spare_core(threading.get_ident) as get: assert get() == threading.get_ident()\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
