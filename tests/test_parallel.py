@@ -9,9 +9,16 @@ import time
 
 import pytest
 
+from audioid.index import parallel
 from audioid.index.parallel import on_spare_core, ordered_map
 
 two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+
+
+@pytest.fixture(autouse=True)
+def fresh_helper(monkeypatch):
+    """A helper as a new process has it: in-process server tests ran single_thread_pools() in this one."""
+    monkeypatch.setattr(parallel, "_spare", parallel._Spare())
 
 
 def _square(x: int) -> int:
