@@ -120,6 +120,43 @@ def analyse_all(specs: Sequence[ReferenceSpec], cfg: LandmarkConfig, setup: Embe
         yield a
 
 
+@contextmanager
+def _staging(path: str) -> Iterator[str]:
+    """A private folder inside the index for a write's new files; removed afterwards, whatever happens."""
+    staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
+    os.makedirs(staging)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_frames(path: str, next_frame: int) -> None:
+    if next_frame >= 2**32:
+        raise IndexStoreError(f"{path}: index is full (2^32 frames); rebuild it, or split it into several")
+
+
+def _write_segment(staging: str, name: str, cfg: LandmarkConfig, hashes: list[np.ndarray],
+                   values: list[np.ndarray], table: np.ndarray, vectors: list[np.ndarray], ids: list[np.ndarray],
+                   factory: str) -> None:
+    """Write segment ``name`` (postings, and vectors when there are any) into ``staging``."""
+    write_segment(os.path.join(staging, name), np.concatenate(hashes) if hashes else np.zeros(0, np.uint32),
+                  np.concatenate(values) if values else np.zeros(0, np.int64), table, hash_bits(cfg))
+    if sum(len(x) for x in vectors):
+        write_vectors(os.path.join(staging, name), np.concatenate(vectors), np.concatenate(ids), factory)
+
+
+def _publish(path: str, staging: str, segment: str, files: Sequence[str], manifest: dict) -> None:
+    """Move a write's new segment and top-level ``files`` from ``staging`` into the index, commit ``manifest``
+    (the atomic step: readers see the new generation from here on), then remove what it no longer uses."""
+    os.makedirs(os.path.join(path, "postings"), exist_ok=True)
+    os.rename(os.path.join(staging, segment), os.path.join(path, "postings", segment))
+    for name in files:
+        os.rename(os.path.join(staging, name), os.path.join(path, name))
+    write_manifest(path, manifest)
+    collect_garbage(path, manifest)
+
+
 def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: WriteReport, *, fresh: bool,
             who: str, setup: EmbeddingSetup, old_log: list[dict] | None = None,
             from_log: dict[str, dict] | None = None, predict: Callable[[np.ndarray], Vote] | None = None) -> None:
@@ -132,9 +169,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
     """
     cfg = LandmarkConfig.from_dict(manifest["landmark_config"])
     gen = int(manifest["generation"]) + 1
-    staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
-    os.makedirs(staging)
-    try:
+    with _staging(path) as staging:
         emb_name = manifest.get("embedding")
         if fresh:
             cat_name = f"catalog-{gen:06d}.sqlite"
@@ -185,20 +220,14 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
                 predictions[t.id] = predict(a.vectors)
             next_id += 1
             next_frame += a.n_frames + track_gap(cfg)
-        if next_frame >= 2**32:
-            raise IndexStoreError(f"{path}: index is full (2^32 frames); split it")
+        _check_frames(path, next_frame)
         if not tracks and not fresh:
             catalog.close()
             report.generation = int(manifest["generation"])
             return
         track_table = np.array([[t.frame_start, t.frame_count, t.id] for t in tracks], np.int64).reshape(-1, 3)
-        write_segment(os.path.join(staging, seg_name),
-                      np.concatenate(hash_parts) if hash_parts else np.zeros(0, np.uint32),
-                      np.concatenate(value_parts) if value_parts else np.zeros(0, np.uint32), track_table,
-                      hash_bits(cfg))
-        if vector_parts:
-            write_vectors(os.path.join(staging, seg_name), np.concatenate(vector_parts), np.concatenate(id_parts),
-                          setup.factory)
+        _write_segment(staging, seg_name, cfg, hash_parts, value_parts, track_table, vector_parts, id_parts,
+                       setup.factory)
         catalog.insert(tracks)
         # A rebuild re-reads known recordings: that is no label change, so only new content is logged.
         logged = {e["content_hash"] for e in old_log or []}
@@ -207,20 +236,12 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
                       "source": t.source_path, **_prediction_fields(predictions.get(t.id))}
                      for t in tracks if t.content_hash not in logged), gen)
         catalog.close()
-        os.makedirs(os.path.join(path, "postings"), exist_ok=True)
-        os.rename(os.path.join(staging, seg_name), os.path.join(path, "postings", seg_name))
-        if fresh:
-            os.rename(os.path.join(staging, cat_name), os.path.join(path, cat_name))
-            os.rename(os.path.join(staging, emb_name), os.path.join(path, emb_name))
         new = dict(manifest, generation=gen, catalog=cat_name, embedding=emb_name, next_frame=next_frame,
                    updated_at=now_iso(),
                    segments=([] if fresh else list(manifest["segments"])) + [seg_name])
-        write_manifest(path, new)
+        _publish(path, staging, seg_name, [cat_name, emb_name] if fresh else [], new)
         report.added.extend(tracks)
         report.generation = gen
-        collect_garbage(path, new)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkConfig | None = None,
@@ -309,62 +330,44 @@ def _merge(path: str, names: Sequence[str]) -> int:
         gen = reader.generation + 1
         merged = [seg for seg in reader.segments if seg.name in names]
         live = {t.id: t for t in reader.catalog.tracks() if t.segment in names}
-        staging = os.path.join(path, f".staging-{uuid.uuid4().hex}")
-        os.makedirs(staging)
-        try:
+        next_frame = int(m["next_frame"])
+        moved: dict[int, int] = {}                       # track id -> new frame_start
+        for t in sorted(live.values(), key=lambda t: t.frame_start):
+            moved[t.id] = next_frame
+            next_frame += t.frame_count + track_gap(cfg)
+        _check_frames(path, next_frame)
+        hashes, values, vectors, ids = [], [], [], []
+        for seg in merged:
+            v = np.asarray(seg.values, dtype=np.int64)
+            row = seg.track_at(v)
+            keep_row = np.array([int(t) in moved for t in seg.tracks[:, 2]] + [False])
+            shift = np.array([moved.get(int(t), 0) - int(s) for s, _n, t in seg.tracks] + [0], np.int64)
+            ok = keep_row[row]                           # row -1 (no track) indexes the trailing False
+            hashes.append(seg.hashes()[ok])
+            values.append(v[ok] + shift[row[ok]])
+            vs = VectorSegment.open(os.path.join(path, "postings", seg.name))
+            if vs is not None:
+                x, i = vs.vectors()
+                keep = np.isin(track_of(i), list(moved))
+                vectors.append(x[keep])
+                ids.append(i[keep])
+        table = np.array([[moved[t], live[t].frame_count, t] for t in sorted(moved, key=moved.get)],
+                         np.int64).reshape(-1, 3)
+        with _staging(path) as staging:
             seg_name = f"seg-{gen:06d}-{uuid.uuid4().hex[:8]}"
-            next_frame = int(m["next_frame"])
-            moved: dict[int, int] = {}                       # track id -> new frame_start
-            for t in sorted(live.values(), key=lambda t: t.frame_start):
-                moved[t.id] = next_frame
-                next_frame += t.frame_count + track_gap(cfg)
-            if next_frame >= 2**32:
-                raise IndexStoreError(f"{path}: index is full (2^32 frames); rebuild it")
-            hashes, values, vectors, ids = [], [], [], []
-            for seg in merged:
-                v = np.asarray(seg.values, dtype=np.int64)
-                row = seg.track_at(v)
-                keep_row = np.array([int(t) in moved for t in seg.tracks[:, 2]] + [False])
-                shift = np.array([moved.get(int(t), 0) - int(s) for s, _n, t in seg.tracks] + [0], np.int64)
-                ok = keep_row[row]                           # row -1 (no track) indexes the trailing False
-                hashes.append(seg.hashes()[ok])
-                values.append(v[ok] + shift[row[ok]])
-                vs = VectorSegment.open(os.path.join(path, "postings", seg.name))
-                if vs is not None:
-                    x, i = vs.vectors()
-                    keep = np.isin(track_of(i), list(moved))
-                    vectors.append(x[keep])
-                    ids.append(i[keep])
-            table = np.array([[moved[t], live[t].frame_count, t] for t in sorted(moved, key=moved.get)],
-                             np.int64).reshape(-1, 3)
-            write_segment(os.path.join(staging, seg_name),
-                          np.concatenate(hashes) if hashes else np.zeros(0, np.uint32),
-                          np.concatenate(values) if values else np.zeros(0, np.int64), table, hash_bits(cfg))
-            if vectors and sum(len(x) for x in vectors):
-                write_vectors(os.path.join(staging, seg_name), np.concatenate(vectors), np.concatenate(ids),
-                              reader.embedding.factory)
+            _write_segment(staging, seg_name, cfg, hashes, values, table, vectors, ids, reader.embedding.factory)
             cat_name = f"catalog-{gen:06d}.sqlite"
             catalog = Catalog(os.path.join(staging, cat_name), m["segments"])
             reader.catalog.db.backup(catalog.db)
             catalog.forget_uncommitted(gen - 1)                # what a crashed writer left in the old file
-            with catalog.db:
-                marks = ",".join("?" * len(names))
-                catalog.db.execute(f"DELETE FROM tracks WHERE segment IN ({marks}) AND removed_in IS NOT NULL",
-                                   list(names))
-                catalog.db.executemany("UPDATE tracks SET segment = ?, frame_start = ? WHERE id = ?",
-                                       [(seg_name, start, tid) for tid, start in moved.items()])
+            catalog.move_tracks(names, seg_name, moved)
             catalog.close()
-            os.rename(os.path.join(staging, seg_name), os.path.join(path, "postings", seg_name))
-            os.rename(os.path.join(staging, cat_name), os.path.join(path, cat_name))
             # Removed tracks of the merged segments are gone for good: their ranges leave the manifest.
             merged_starts = {int(x) for seg in merged for x in seg.tracks[:, 0]}
             new = dict(m, generation=gen, catalog=cat_name, next_frame=next_frame, updated_at=now_iso(),
                        segments=[s for s in m["segments"] if s not in names] + [seg_name],
                        removed=[r for r in m.get("removed", []) if int(r[0]) not in merged_starts])
-            write_manifest(path, new)
-            collect_garbage(path, new)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            _publish(path, staging, seg_name, [cat_name], new)
     finally:
         reader.close()
     return gen

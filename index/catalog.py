@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracks (
@@ -211,6 +211,16 @@ class Catalog:
         with self._lock, self.db:
             self.db.executemany(f"INSERT INTO tracks ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})",
                                 rows)
+
+    def move_tracks(self, segments: Sequence[str], to_segment: str, frame_starts: dict[int, int]) -> None:
+        """A merge of ``segments`` into ``to_segment``: their removed tracks are dropped for good, and each track
+        of ``frame_starts`` (id -> new first frame) moves there, in one transaction."""
+        marks = ",".join("?" * len(segments)) or "NULL"
+        with self._lock, self.db:
+            self.db.execute(f"DELETE FROM tracks WHERE segment IN ({marks}) AND removed_in IS NOT NULL",
+                            list(segments))
+            self.db.executemany("UPDATE tracks SET segment = ?, frame_start = ? WHERE id = ?",
+                                [(to_segment, start, tid) for tid, start in frame_starts.items()])
 
     def mark_removed(self, track_ids: Iterable[int], generation: int) -> None:
         """Remove tracks as of ``generation`` (readers of earlier generations still see them)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .postings import Segment
-from .store import MANIFEST, IndexReader, IndexStoreError
+from .store import MANIFEST, IndexReader, IndexStoreError, stale_entries
 from .vectors import VectorSegment, track_of
 
 
@@ -149,13 +149,6 @@ def check_index(path: str | os.PathLike) -> CheckReport:
         rep.errors.append(f"{path}: cannot be read ({type(e).__name__}: {e})")
     finally:
         reader.close()
-    for name in sorted(os.listdir(path)):
-        if name.startswith(".staging-"):
-            rep.warnings.append(f"{name}: staging folder of an interrupted write (the next write removes it)")
-        elif name.startswith(("catalog-", "embedding-")) and name not in (m.get("catalog"), m.get("embedding")):
-            rep.warnings.append(f"{name}: not named by {MANIFEST} (the next write removes it)")
-    pdir = os.path.join(path, "postings")
-    for name in sorted(os.listdir(pdir)) if os.path.isdir(pdir) else []:
-        if name not in live:
-            rep.warnings.append(f"postings/{name}: segment not named by {MANIFEST} (the next write removes it)")
+    for rel, why in stale_entries(path, m):
+        rep.warnings.append(f"{rel}: {why} (the next write removes it)")
     return rep

@@ -141,26 +141,41 @@ def writer_lock(path: str, wait_s: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
-def collect_garbage(path: str, manifest: dict) -> None:
-    """Remove files and segments that ``manifest`` does not name (left by replaced generations or crashes)."""
-    live = set(manifest["segments"])
+def stale_entries(path: str, manifest: dict) -> list[tuple[str, str]]:
+    """What in the index directory ``manifest`` does not use, as ``(path relative to the index, why)``.
+
+    Left by replaced generations and interrupted writes: readers ignore it, :func:`collect_garbage` (every
+    writer) removes it, ``audioid index check`` reports it.  A live catalog's own SQLite side files (its name
+    plus a suffix) are in use, not stale.
+    """
+    out = []
+    for name in sorted(os.listdir(path)):
+        if name.startswith(".staging-"):
+            out.append((name, "staging folder of an interrupted write"))
+        elif name.startswith(f".{MANIFEST}."):
+            out.append((name, f"temporary {MANIFEST} of an interrupted write"))
+        elif any(name.startswith(kind + "-") and not name.startswith(manifest.get(kind) or "\0")
+                 for kind in ("catalog", "embedding")):
+            out.append((name, f"not named by {MANIFEST}"))
     pdir = os.path.join(path, "postings")
-    if os.path.isdir(pdir):
-        for name in os.listdir(pdir):
-            if name not in live:
-                shutil.rmtree(os.path.join(pdir, name), ignore_errors=True)
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        stale = any(name.startswith(kind + "-") and not name.startswith(manifest[kind] or "\0")
-                    for kind in ("catalog", "embedding"))
-        if stale or name.startswith(".staging-") or (name.startswith(f".{MANIFEST}.")):
-            if os.path.isdir(full):
-                shutil.rmtree(full, ignore_errors=True)
-            else:
-                try:
-                    os.remove(full)
-                except OSError:
-                    pass
+    live = set(manifest["segments"])
+    for name in sorted(os.listdir(pdir)) if os.path.isdir(pdir) else []:
+        if name not in live:
+            out.append((f"postings/{name}", f"segment not named by {MANIFEST}"))
+    return out
+
+
+def collect_garbage(path: str, manifest: dict) -> None:
+    """Remove what ``manifest`` does not use (:func:`stale_entries`)."""
+    for rel, _why in stale_entries(path, manifest):
+        full = os.path.join(path, rel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            try:
+                os.remove(full)
+            except OSError:
+                pass
 
 
 def disk_bytes(path: str) -> int:

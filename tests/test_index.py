@@ -14,11 +14,12 @@ from audioid import synth
 from audioid.fingerprint.config import LandmarkConfig
 from audioid.fingerprint.landmarks import hash_bits, query_peaks, reference_hashes
 from audioid.index.build import add_to_index, build_index
+from audioid.index.check import check_index
 from audioid.index.identify import Identifier
 from audioid.index.match import false_alarms
 from audioid.index.postings import Segment, write_segment
 from audioid.index.sources import ReferenceSpec, reference_specs
-from audioid.index.store import IndexReader, IndexStoreError, writer_lock
+from audioid.index.store import IndexReader, IndexStoreError, read_manifest, writer_lock
 
 SR = 16000
 CFG = LandmarkConfig()
@@ -156,6 +157,26 @@ def test_rebuild_swaps_atomically_and_collects_garbage(refs, tmp_path):
     names = set(os.listdir(idx))
     assert ".staging-leftover" not in names and old.manifest["catalog"] not in names
     assert set(os.listdir(idx / "postings")) == set(new.manifest["segments"])
+
+
+def test_check_and_the_next_write_agree_on_leftovers(refs, tmp_path):
+    specs = reference_specs(str(refs))
+    idx = tmp_path / "idx"
+    build_index(specs[:1], idx, jobs=1)
+    m = read_manifest(str(idx))
+    leftovers = {".staging-1": "dir", ".MANIFEST.json.tmp1": "file", "catalog-000099.sqlite": "file",
+                 "postings/seg-000099-deadbeef": "dir"}
+    for rel, kind in leftovers.items():
+        (idx / rel).mkdir() if kind == "dir" else (idx / rel).write_bytes(b"x")
+    in_use = idx / (m["catalog"] + "-journal")        # a live catalog's SQLite side file
+    in_use.write_bytes(b"")
+    rep = check_index(str(idx))
+    assert rep.ok, rep.errors
+    assert {w.split(":")[0] for w in rep.warnings} == set(leftovers)
+    add_to_index(specs[1:2], idx, jobs=1)
+    after = set(os.listdir(idx)) | {f"postings/{n}" for n in os.listdir(idx / "postings")}
+    assert not set(leftovers) & after
+    assert check_index(str(idx)).warnings == []
 
 
 def test_foreign_folder_and_future_format_are_refused(refs, tmp_path):
