@@ -527,7 +527,7 @@ def test_flac_header_claiming_six_hours_and_flac_without_length(files, tmp_path)
 
 
 @pytest.mark.parametrize("sr,channels,subtype,silence_s", [(8000, 1, "PCM_16", 1800), (44100, 2, "PCM_24", 0)])
-def test_flac_tail_is_read_from_a_frame_near_the_end(tmp_path, sr, channels, subtype, silence_s):
+def test_flac_tail_is_read_from_a_frame_near_the_end(tmp_path, monkeypatch, sr, channels, subtype, silence_s):
     # Half an hour of digital silence before the music makes libFLAC's own seek slow (it bisects on bytes);
     # the tail must come from our frame scan and equal what a seek gives.
     music = synth.music_track(12, 20.0, sr)
@@ -541,7 +541,12 @@ def test_flac_tail_is_read_from_a_frame_near_the_end(tmp_path, sr, channels, sub
     with sf.SoundFile(p) as f:
         f.seek(len(y) - want)
         np.testing.assert_array_equal(direct, f.read(dtype="float32", always_2d=True))
+    # decode() takes that path (a seek gives the same samples, so equal data alone would not show it).
+    used = []
+    real = dec._flac_tail
+    monkeypatch.setattr(dec, "_flac_tail", lambda *a: used.append(real(*a)) or used[-1])
     d = dec.decode(p, 10.0)
+    assert len(used) == 1 and used[0] is not None
     assert (d.start_frame, d.total_frames) == (len(y) - want, len(y))
     np.testing.assert_array_equal(d.data, direct)
 

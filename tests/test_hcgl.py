@@ -64,12 +64,33 @@ def test_pure_groups_are_labelled_by_their_checks():
 
 
 def test_a_mixed_group_splits_instead_of_being_labelled():
-    # Two tight blobs of different classes close together: their common parent is mixed.
-    x, blob = blobs([40, 40, 40], seed=3)
-    truth = np.where(blob == 2, 2, blob)
-    truth[blob == 1] = 1
-    labels, _grouped, _ = label_all(GuidedQueue(x, build_hierarchy(x)), truth)
+    # Two tight blobs of different classes close together, a third far away: the hierarchy joins the close
+    # pair into one group of two classes before it joins the third.
+    rng = np.random.default_rng(3)
+    centre, far = rng.standard_normal((2, 32))
+    near = centre + 0.3 * np.linalg.norm(centre) / np.sqrt(32) * rng.standard_normal(32)
+    x = np.concatenate([c + 0.02 * np.linalg.norm(c) * rng.standard_normal((40, 32)) for c in (centre, near, far)])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    truth = np.repeat([0, 1, 2], 40)
+    h = build_hierarchy(x)
+    pair = next(n for n in range(h.n_leaves, len(h.children))
+                if set(truth[h.members(n)]) == {0, 1} and len(h.members(n)) == 80)
+    queue = GuidedQueue(x, h)
+    n = len(x)
+    labels, grouped = np.full(n, -1), np.zeros(n, bool)
+    asked = []
+    while (q := queue.next(labels, grouped, np.zeros(n, bool), set())) is not None:
+        asked.append(q)
+        if q.clip < 0:
+            todo = q.members[labels[q.members] < 0]
+            labels[todo], grouped[todo] = q.klass, True
+        else:
+            labels[q.clip] = truth[q.clip]
     assert (labels == truth).all()
+    # The mixed pair was looked at, its checks heard both classes, and it was never labelled as one group.
+    assert any(q.node == pair for q in asked)
+    assert {int(truth[i]) for i in queue.checks(pair)} == {0, 1}
+    assert not any(q.clip < 0 and q.node == pair for q in asked)
 
 
 def test_split_and_skipped_groups_are_not_asked():
