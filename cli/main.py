@@ -100,8 +100,9 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
 @click.option("--from-log", is_flag=True,
               help="Replay the existing index's label log: its labels win over SOURCE's, removed recordings stay out.")
 @click.option("--vector-index", default=None, metavar="FACTORY",
-              help="FAISS index_factory string of the embedding store, e.g. Flat (exact), HNSW32 or IVF1024,Flat "
-                   "for large indexes [default: the replaced index's, else Flat].")
+              help="FAISS index_factory string of the embedding store, e.g. SQfp16 (exhaustive, half precision), "
+                   "Flat (float32), HNSW32 or IVF1024,Flat for large indexes [default: the replaced index's, "
+                   "else SQfp16].")
 def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
                 from_log: bool, vector_index: str | None) -> None:
     """Build (or rebuild) an index from SOURCE.

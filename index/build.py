@@ -253,7 +253,7 @@ def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkCo
     swap, then the new one.  Unreadable files are reported in the returned :class:`WriteReport` and skipped.
     The label log of the index being replaced is carried over; with ``from_log`` its latest labels (by content
     hash) override the source's, and content it removed is left out.  ``vector_index`` is the FAISS
-    ``index_factory`` string of the embedding store (default: the replaced index's, else exact ``"Flat"``).
+    ``index_factory`` string of the embedding store (default: the replaced index's, else ``"SQfp16"``).
     """
     cfg = config or LandmarkConfig()
     path = os.fspath(path)

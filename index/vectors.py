@@ -5,9 +5,9 @@ adds write a new segment, never rewrite an old one).  Vector ids pack the catalo
 so a neighbour names its track.  Removed tracks are filtered out of search results by id, which works for every
 FAISS index type, including those that cannot delete (HNSW); the next build drops them for good.
 
-The index type is a FAISS ``index_factory`` string.  ``"Flat"`` (exact inner product over L2-normalised
-vectors, i.e. cosine similarity) is the default; approximate types such as ``"IVF256,Flat"`` or ``"HNSW32"`` suit
-large indexes.  Inputs must be C-contiguous float32 (FAISS rejects float64, which numpy 2 readily produces).
+The index type is a FAISS ``index_factory`` string.  ``"SQfp16"`` (exhaustive inner product over
+L2-normalised vectors, i.e. cosine similarity, stored in half precision) is the default; ``"Flat"`` keeps float32,
+and approximate types such as ``"IVF256,Flat"`` or ``"HNSW32"`` suit large indexes.  Inputs must be C-contiguous float32 (FAISS rejects float64, which numpy 2 readily produces).
 """
 from __future__ import annotations
 

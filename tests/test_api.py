@@ -192,7 +192,7 @@ def test_health_stats_openapi(api: str, library: Library) -> None:
     health = requests.get(f"{api}/health").json()
     assert health["status"] == "ok" and health["index_ready"] and health["generation"] >= 1
     stats = requests.get(f"{api}/stats").json()
-    assert stats["index"]["tracks"] == len(library.tracks) and stats["index"]["vector_index"] == "Flat"
+    assert stats["index"]["tracks"] == len(library.tracks) and stats["index"]["vector_index"] == "SQfp16"
     assert stats["server"]["token_required"] is False and str(library.index) not in json.dumps(stats)
     doc = requests.get(f"{api}/openapi.json").json()
     assert doc["openapi"] == "3.1.0"

@@ -71,7 +71,7 @@ def test_build_from_folder_and_stats(library, tmp_path):
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(idx) for f in fs)
     assert stats["tracks"] == 8 and stats["hashes"] > 1000 and stats["segments"] == 1
     assert stats["generation"] == 1 and stats["format_version"] == 2
-    assert stats["vectors"] >= 8 * 5 and stats["vector_index"] == "Flat"     # 10 s windows every 5 s
+    assert stats["vectors"] >= 8 * 5 and stats["vector_index"] == "SQfp16"     # 10 s windows every 5 s
     assert stats["hours"] == pytest.approx(total_s / 3600, abs=1e-3)
     assert stats["size_bytes"] == size
     text = run_cli("index", "stats", "--index", idx)

@@ -118,8 +118,13 @@ def test_standardizer_round_trip_and_output():
     z = st.transform(x)
     assert z.dtype == np.float32 and z.flags["C_CONTIGUOUS"] and z.shape == x.shape
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
-    back = Standardizer.from_dict(json.loads(json.dumps(st.to_dict())))
+    text = json.dumps(st.to_dict())
+    back = Standardizer.from_dict(json.loads(text))
     np.testing.assert_array_equal(back.transform(x), z)
+    for name in ("mean", "scale", "weights"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(st, name))
+    # Each float32 as its shortest decimal: no float64 digits in the copy every index keeps.
+    assert len(text) < 14 * 3 * st.dim
     assert st.transform(x[0]).shape == (1, x.shape[1])
     # a vector equal to the mean maps to zeros, not NaN
     assert np.all(st.transform(st.mean) == 0)

@@ -13,7 +13,7 @@ def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16"])
+@pytest.mark.parametrize("factory", ["SQfp16", "Flat", "IVF16,Flat", "HNSW16"])
 def test_segments_search_like_one_exact_index(tmp_path, factory):
     rng = np.random.default_rng(0)
     dim, per_track = 24, 5
