@@ -192,6 +192,7 @@ class Identifier:
         except AudioError as e:
             return [Result(path=path, status="error", error=str(e))]
         found: list[Result] = []
+        windows: list[list[Result]] = []     # the windows merged into each record
         last = None
         for r in self._scan(audio.samples, audio.sample_rate, path, audio.start_s):
             last = r
@@ -204,8 +205,12 @@ class Identifier:
                 prev.query_end_s = max(prev.query_end_s, r.query_end_s)
                 prev.score = max(prev.score, r.score)
                 prev.confidence = max(prev.confidence, r.confidence)
+                windows[-1].append(r)
             else:
-                found.append(r)
+                found.append(replace(r))
+                windows.append([r])
+        for record, merged in zip(found, windows):
+            _class_of_windows(record, merged)
         if found:
             return found
         # Nothing found: one no_match record over the whole span, classed by its last window (the outro).
@@ -213,3 +218,21 @@ class Identifier:
         return [Result(path=path, status="no_match", query_start_s=round(audio.start_s, 3),
                        query_end_s=round(end_s, 3), klass=last.klass, class_confidence=last.class_confidence,
                        neighbours=last.neighbours)]
+
+
+def _class_of_windows(record: Result, windows: list[Result]) -> None:
+    """Give a merged record the class most of its windows got (abstentions aside; ties to the more confident),
+    with confidence = that class' mean window confidence x its share of the windows, and the neighbours of its
+    most confident window of that class."""
+    tally: dict[str, list[Result]] = {}
+    for w in windows:
+        if w.klass not in (None, "unknown"):
+            tally.setdefault(w.klass, []).append(w)
+    if not tally:
+        record.klass, record.class_confidence, record.neighbours = windows[0].klass, 0.0, windows[0].neighbours
+        return
+    klass = max(tally, key=lambda k: (len(tally[k]), sum(w.class_confidence for w in tally[k])))
+    votes = tally[klass]
+    record.klass = klass
+    record.class_confidence = round(sum(w.class_confidence for w in votes) / len(windows), 4)
+    record.neighbours = max(votes, key=lambda w: w.class_confidence).neighbours

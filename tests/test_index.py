@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import threading
 from pathlib import Path
@@ -394,3 +395,27 @@ def test_whole_long_file_is_scanned_in_windows(refs, tmp_path):
     assert 49 <= r.query_start_s and r.query_end_s <= 71
     assert r.offset_s == pytest.approx(r.query_start_s - 50.0, abs=0.1)  # where the song plays in the file
     assert ident.identify_file(str(long), outro_seconds=10).status == "no_match"  # the outro is talk
+
+
+def test_a_merged_all_matches_record_takes_the_class_most_of_its_windows_got():
+    from audioid.index.identify import _class_of_windows
+    from audioid.index.result import Result
+
+    def window(klass, conf, who):
+        return Result(path="x", status="match", klass=klass, class_confidence=conf,
+                      neighbours=[{"track_id": who, "label": str(who), "similarity": conf}])
+
+    # A first window of silence read as a pause in speech, then music: music wins, and its confidence counts
+    # the windows that said so.
+    rec = replace(window("dialogue", 0.9, 1))
+    _class_of_windows(rec, [window("dialogue", 0.9, 1), window("music", 0.8, 2), window("music", 1.0, 3),
+                            window("unknown", 0.0, 4)])
+    assert rec.klass == "music" and rec.class_confidence == pytest.approx((0.8 + 1.0) / 4)
+    assert rec.neighbours[0]["track_id"] == 3
+    # A tie goes to the more confident class; all abstaining stays unknown.
+    rec = replace(window("music", 0.6, 1))
+    _class_of_windows(rec, [window("music", 0.6, 1), window("both", 0.9, 2)])
+    assert rec.klass == "both"
+    rec = replace(window("unknown", 0.0, 1))
+    _class_of_windows(rec, [window("unknown", 0.0, 1), window("unknown", 0.0, 2)])
+    assert rec.klass == "unknown" and rec.class_confidence == 0.0
