@@ -55,6 +55,9 @@ class LandmarkConfig:
     persist_frames : int
         Peaks are ranked by the prominence they keep over this many frames, so sustained partials (music)
         outrank momentary maxima of noise.
+    verify_peaks_per_s : float
+        The strongest reference peaks kept per second for verifying weak candidates peak by peak (0: none;
+        about 2 bytes each in the index).
     """
 
     version: int = 1
@@ -78,6 +81,7 @@ class LandmarkConfig:
     df_max: int = 126
     freq_quant: int = 2
     persist_frames: int = 3
+    verify_peaks_per_s: float = 6.0
 
     @property
     def frame_seconds(self) -> float:

@@ -130,16 +130,26 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     denom = a - 2 * b + c
     delta = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1), 0.0)
     freq = f + (lo - 1) + np.clip(delta, -0.5, 0.5)
-    # Keep the strongest peaks of each block, so density is even over time.
+    chosen = _strongest_per_second(t, strength, peaks_per_s, cfg)
+    return Peaks(t[chosen].astype(np.float32), freq[chosen].astype(np.float32), strength[chosen].astype(np.float32))
+
+
+def _strongest_per_second(t: np.ndarray, strength: np.ndarray, per_s: float, cfg: LandmarkConfig) -> np.ndarray:
+    """Indices (in time order) of the ``per_s`` strongest peaks of each one-second block: density even over time."""
     block_frames = max(1, int(round(1.0 / cfg.frame_seconds)))
-    keep_per_block = max(1, int(round(peaks_per_s * block_frames * cfg.frame_seconds)))
-    block = t // block_frames
+    keep_per_block = max(1, int(round(per_s * block_frames * cfg.frame_seconds)))
+    block = t.astype(np.int64) // block_frames
     order = np.lexsort((-strength, block))
     block_sorted = block[order]
     first = np.searchsorted(block_sorted, block_sorted, side="left")
     rank = np.arange(len(order)) - first
-    chosen = np.sort(order[rank < keep_per_block])  # back in (time, freq) order
-    return Peaks(t[chosen].astype(np.float32), freq[chosen].astype(np.float32), strength[chosen].astype(np.float32))
+    return np.sort(order[rank < keep_per_block])
+
+
+def strongest(peaks: Peaks, per_s: float, cfg: LandmarkConfig) -> Peaks:
+    """The ``per_s`` strongest of ``peaks`` in each second (a reference's verification peaks)."""
+    keep = _strongest_per_second(peaks.time, peaks.strength, per_s, cfg)
+    return Peaks(peaks.time[keep], peaks.freq[keep], peaks.strength[keep])
 
 
 def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0
@@ -187,10 +197,23 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
     return h.astype(np.uint32), np.rint(t[ai]).astype(np.int32)
 
 
+def hash_fields(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(anchor frequency unit, target - anchor units, time delta in frames)`` of :func:`pair_hashes` hashes; a
+    unit is ``cfg.freq_quant`` FFT bins (at the speed the pair was hashed at)."""
+    h = np.asarray(hashes, dtype=np.int64)
+    dt = h & ((1 << _DT_BITS) - 1)
+    df = ((h >> _DT_BITS) & ((1 << _DF_BITS) - 1)) - (1 << (_DF_BITS - 1))
+    return h >> (_DT_BITS + _DF_BITS), df, dt
+
+
+def reference_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
+    """The sparse peaks of a reference track, which :func:`reference_hashes` pairs."""
+    return find_peaks(y, cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins))
+
+
 def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and anchor frames of a reference track (sparse peaks, small fanout)."""
-    return pair_hashes(find_peaks(y, cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins)), cfg,
-                       cfg.ref_fanout)
+    return pair_hashes(reference_peaks(y, cfg), cfg, cfg.ref_fanout)
 
 
 def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.config import LandmarkConfig
-from ..fingerprint.landmarks import hash_bits, reference_hashes
+from ..fingerprint.landmarks import hash_bits, pair_hashes, reference_peaks, strongest
 from .catalog import CLASSES, Catalog, Track
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .parallel import ordered_map
@@ -36,6 +36,8 @@ class Analysis:
     n_frames: int = 0
     hashes: np.ndarray | None = None
     times: np.ndarray | None = None
+    peak_times: np.ndarray | None = None     # verification peaks: frame and FFT bin
+    peak_bins: np.ndarray | None = None
     vectors: np.ndarray | None = None
     error: str | None = None
 
@@ -99,12 +101,16 @@ def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: Embedding
     except OSError as e:
         return Analysis(spec, error=f"{spec.path}: {e.strerror or e}")
     y = resample(audio.samples, setup.sample_rate, cfg.sample_rate)
-    hashes, times = reference_hashes(y, cfg)
+    peaks = reference_peaks(y, cfg)
+    hashes, times = pair_hashes(peaks, cfg, cfg.ref_fanout)
     n_frames = 1 + max(0, len(y) - cfg.n_fft) // cfg.hop_length
     if len(hashes) == 0:
         return Analysis(spec, error=f"{spec.path}: no landmarks (silent or too short to fingerprint)")
+    check = strongest(peaks, cfg.verify_peaks_per_s, cfg) if cfg.verify_peaks_per_s > 0 else None
     return Analysis(spec, content_hash=digest, duration_s=len(y) / cfg.sample_rate, n_frames=n_frames,
-                    hashes=hashes, times=times, vectors=setup.reference_vectors(audio.samples))
+                    hashes=hashes, times=times, vectors=setup.reference_vectors(audio.samples),
+                    peak_times=None if check is None else check.time.astype(np.int64),
+                    peak_bins=None if check is None else np.rint(check.freq).astype(np.int64))
 
 
 def _analyse_star(args: tuple[ReferenceSpec, LandmarkConfig, EmbeddingSetup]) -> Analysis:
@@ -138,10 +144,13 @@ def _check_frames(path: str, next_frame: int) -> None:
 
 def _write_segment(staging: str, name: str, cfg: LandmarkConfig, hashes: list[np.ndarray],
                    values: list[np.ndarray], table: np.ndarray, vectors: list[np.ndarray], ids: list[np.ndarray],
-                   factory: str) -> None:
-    """Write segment ``name`` (postings, and vectors when there are any) into ``staging``."""
+                   factory: str, peaks: tuple[list[np.ndarray], list[np.ndarray]] | None) -> None:
+    """Write segment ``name`` (postings, verification peaks as ``(global frames, bins)`` parts when every track
+    has them, and vectors when there are any) into ``staging``."""
     write_segment(os.path.join(staging, name), np.concatenate(hashes) if hashes else np.zeros(0, np.uint32),
-                  np.concatenate(values) if values else np.zeros(0, np.int64), table, hash_bits(cfg))
+                  np.concatenate(values) if values else np.zeros(0, np.int64), table, hash_bits(cfg),
+                  None if peaks is None else tuple(np.concatenate(p) if p else np.zeros(0, np.int64)
+                                                   for p in peaks))
     if sum(len(x) for x in vectors):
         write_vectors(os.path.join(staging, name), np.concatenate(vectors), np.concatenate(ids), factory)
 
@@ -187,6 +196,8 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
         next_frame = int(manifest["next_frame"])
         seen: dict[str, int] = {}
         tracks, hash_parts, value_parts, vector_parts, id_parts, predictions = [], [], [], [], [], {}
+        peak_frames: list[np.ndarray] | None = []
+        peak_bins: list[np.ndarray] = []
         for a in analyses:
             if a.error:
                 report.failed.append((a.spec.path, a.error))
@@ -216,6 +227,11 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             value_parts.append(a.times.astype(np.int64) + next_frame)
             vector_parts.append(a.vectors)
             id_parts.append(vector_ids(t.id, len(a.vectors)))
+            if a.peak_times is None:
+                peak_frames = None                  # the config stores none
+            elif peak_frames is not None:
+                peak_frames.append(a.peak_times + next_frame)
+                peak_bins.append(a.peak_bins)
             if predict is not None:
                 predictions[t.id] = predict(a.vectors)
             next_id += 1
@@ -227,7 +243,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             return
         track_table = np.array([[t.frame_start, t.frame_count, t.id] for t in tracks], np.int64).reshape(-1, 3)
         _write_segment(staging, seg_name, cfg, hash_parts, value_parts, track_table, vector_parts, id_parts,
-                       setup.factory)
+                       setup.factory, None if peak_frames is None else (peak_frames, peak_bins))
         catalog.insert(tracks)
         # A rebuild re-reads known recordings: that is no label change, so only new content is logged.
         logged = {e["content_hash"] for e in old_log or []}
@@ -337,6 +353,7 @@ def _merge(path: str, names: Sequence[str]) -> int:
             next_frame += t.frame_count + track_gap(cfg)
         _check_frames(path, next_frame)
         hashes, values, vectors, ids = [], [], [], []
+        peaks: tuple[list[np.ndarray], list[np.ndarray]] | None = ([], [])
         for seg in merged:
             v = np.asarray(seg.values, dtype=np.int64)
             row = seg.track_at(v)
@@ -345,6 +362,15 @@ def _merge(path: str, names: Sequence[str]) -> int:
             ok = keep_row[row]                           # row -1 (no track) indexes the trailing False
             hashes.append(seg.hashes()[ok])
             values.append(v[ok] + shift[row[ok]])
+            seg_peaks = seg.all_peaks()
+            if seg_peaks is None:
+                peaks = None                             # one segment without them: the merged one has none
+            elif peaks is not None:
+                frames, bins = seg_peaks
+                prow = seg.track_at(frames)
+                pok = keep_row[prow]
+                peaks[0].append(frames[pok] + shift[prow[pok]])
+                peaks[1].append(bins[pok])
             vs = VectorSegment.open(os.path.join(path, "postings", seg.name))
             if vs is not None:
                 x, i = vs.vectors()
@@ -355,7 +381,8 @@ def _merge(path: str, names: Sequence[str]) -> int:
                          np.int64).reshape(-1, 3)
         with _staging(path) as staging:
             seg_name = f"seg-{gen:06d}-{uuid.uuid4().hex[:8]}"
-            _write_segment(staging, seg_name, cfg, hashes, values, table, vectors, ids, reader.embedding.factory)
+            _write_segment(staging, seg_name, cfg, hashes, values, table, vectors, ids, reader.embedding.factory,
+                           peaks)
             cat_name = f"catalog-{gen:06d}.sqlite"
             catalog = Catalog(os.path.join(staging, cat_name), m["segments"])
             reader.catalog.db.backup(catalog.db)

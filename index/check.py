@@ -56,6 +56,11 @@ def _check_segment(seg: Segment, frames: int, rep: CheckReport) -> None:
         if outside:
             rep.errors.append(f"segment {name}: {outside} postings point outside every track of the segment")
     rep.postings += len(values)
+    peaks = seg.all_peaks()
+    if peaks is not None and len(peaks[0]):
+        stray = int(np.sum(seg.track_at(peaks[0]) < 0))
+        if stray:
+            rep.errors.append(f"segment {name}: {stray} verification peaks lie outside every track of the segment")
 
 
 def _check_vectors(vs: VectorSegment | None, seg: Segment, rep: CheckReport) -> None:

@@ -16,6 +16,7 @@ from .embeddings import Vote, classify_vectors
 from .match import match, speed_grid
 from .parallel import on_spare_core
 from .result import Result
+from .verify import verify
 from .store import IndexReader
 
 
@@ -46,6 +47,13 @@ class MatchConfig:
     first_hits : float
         Postings per query hash that the first, rarest-hashes-only look at normal speed may retrieve; a match
         that clears ``stop_false_alarms`` there is decided without the common hashes (0 = always look at all).
+    verify_p : float
+        A candidate the votes reject is still a match when its peaks, checked one by one at the voted offset
+        (:mod:`index.verify`), line up with a p-value below this (0 = never).
+    veto_p : float
+        A match the votes accept only weakly (false-alarm expectation between ``stop_false_alarms`` and
+        ``max_false_alarms``) is rejected when that check's p-value is above this: its peaks line up no better
+        than chance (1 = never).
     """
 
     max_speed_change: float = 0.03
@@ -58,6 +66,8 @@ class MatchConfig:
     hop_s: float = 5.0
     max_query_s: float = 60.0
     first_hits: float = 3.0
+    verify_p: float = 1e-5
+    veto_p: float = 0.5
 
 
 def confidence(false_alarms: float, threshold: float) -> float:
@@ -128,7 +138,15 @@ class Identifier:
             return base
         conf = confidence(cand.false_alarms, mc.max_false_alarms)
         base.score = cand.votes
-        if cand.false_alarms >= mc.max_false_alarms:
+        rejected = cand.false_alarms >= mc.max_false_alarms
+        if rejected or cand.false_alarms >= mc.stop_false_alarms:
+            # Weak either way: check the alignment peak by peak.
+            p = verify(peaks, cand, self.reader.segments, lcfg, mc.max_postings)
+            if p is not None and rejected and p < mc.verify_p:
+                rejected, conf = False, confidence(p, mc.verify_p)
+            elif p is not None and not rejected and p > mc.veto_p:
+                rejected, conf = True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
+        if rejected:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match
             return base
         track = self.reader.catalog.get(cand.track_id)

@@ -109,6 +109,8 @@ def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, spee
     an empty range there: they vote everywhere and identify nothing.
     """
     per_speed = [pair_hashes(peaks, cfg, cfg.query_fanout, speed) for speed in speeds]
+    if not per_speed:
+        return {}
     uniq, inverse = np.unique(np.concatenate([h for h, _ in per_speed]), return_inverse=True)
     bounds = np.cumsum([0] + [len(h) for h, _ in per_speed])
     out: dict[float, Lookup] = {speed: (times, []) for speed, (_, times) in zip(speeds, per_speed)}

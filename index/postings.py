@@ -10,6 +10,12 @@ binary searches visit:
 
 Splitting the hash into a bucket table and 16 stored bits makes a posting 6 bytes instead of 8.
 
+Optionally (indexes built since verification peaks exist), the strongest reference peaks, for checking a weak
+candidate peak by peak (:mod:`index.verify`), 2 bytes each:
+
+``peaks.npy``       uint16 ``(frame - block start) << 10 | FFT bin``, sorted by global frame
+``peak_blocks.npy`` uint32: the segment's first frame, then where each block of 64 frames starts in ``peaks``
+
 Every track owns a disjoint range of global frames, so one number per posting names both the track and the time,
 and a true match is a pile of votes at one value of ``global frame - query frame``.
 """
@@ -24,6 +30,8 @@ from ..fingerprint.config import LandmarkConfig
 
 
 _LOW_BITS = 16
+_PEAK_BLOCK = 64           # frames per block of the peak index (6 bits of a peak code)
+_PEAK_BIN_BITS = 10        # FFT bins below 1024 (the band ends at bin 871 at the default config)
 
 
 def track_gap(cfg: LandmarkConfig) -> int:
@@ -32,10 +40,19 @@ def track_gap(cfg: LandmarkConfig) -> int:
     return cfg.dt_max + 2
 
 
-def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.ndarray, hash_bits: int) -> None:
+def _save(path: str, name: str, arr: np.ndarray) -> None:
+    with open(os.path.join(path, name + ".npy"), "wb") as f:
+        np.save(f, np.ascontiguousarray(arr))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.ndarray, hash_bits: int,
+                  peaks: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Write a segment folder (postings in any order; they are sorted by hash here).
 
-    ``hash_bits`` bounds the hashes (every hash < 2**hash_bits); it sizes the bucket table.
+    ``hash_bits`` bounds the hashes (every hash < 2**hash_bits); it sizes the bucket table.  ``peaks`` is
+    ``(global frames, FFT bins)`` of the tracks' verification peaks, in any order.
     """
     hashes = np.asarray(hashes, dtype=np.uint32)
     n_buckets = 1 << max(0, hash_bits - _LOW_BITS)
@@ -45,13 +62,30 @@ def write_segment(path: str, hashes: np.ndarray, values: np.ndarray, tracks: np.
     order = np.argsort(hashes, kind="stable")
     hashes = hashes[order]
     buckets = np.searchsorted(hashes >> _LOW_BITS, np.arange(n_buckets + 1), side="left").astype(np.int64)
+    tracks = tracks.astype(np.int64).reshape(-1, 3)
     for name, arr in (("low", (hashes & 0xFFFF).astype(np.uint16)), ("buckets", buckets),
-                      ("values", np.asarray(values)[order].astype(np.uint32)),
-                      ("tracks", tracks.astype(np.int64).reshape(-1, 3))):
-        with open(os.path.join(path, name + ".npy"), "wb") as f:
-            np.save(f, np.ascontiguousarray(arr))
-            f.flush()
-            os.fsync(f.fileno())
+                      ("values", np.asarray(values)[order].astype(np.uint32)), ("tracks", tracks)):
+        _save(path, name, arr)
+    if peaks is not None and len(tracks):
+        codes, blocks = _encode_peaks(*peaks, base=int(tracks[:, 0].min()),
+                                      end=int((tracks[:, 0] + tracks[:, 1]).max()))
+        _save(path, "peaks", codes)
+        _save(path, "peak_blocks", blocks)
+
+
+def _encode_peaks(frames: np.ndarray, bins: np.ndarray, base: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    frames = np.asarray(frames, dtype=np.int64)
+    bins = np.asarray(bins, dtype=np.int64)
+    if len(frames) and (frames.min() < base or frames.max() >= end):
+        raise ValueError("verification peak outside the segment's frames")
+    if len(bins) and (bins.min() < 0 or bins.max() >= 1 << _PEAK_BIN_BITS):
+        raise ValueError(f"verification peak bin outside 0..{(1 << _PEAK_BIN_BITS) - 1}")
+    order = np.lexsort((bins, frames))
+    frames, bins = frames[order] - base, bins[order]
+    n_blocks = (end - base + _PEAK_BLOCK - 1) // _PEAK_BLOCK
+    starts = np.searchsorted(frames, np.arange(n_blocks + 1) * _PEAK_BLOCK, side="left")
+    codes = ((frames % _PEAK_BLOCK) << _PEAK_BIN_BITS) | bins
+    return codes.astype(np.uint16), np.concatenate([[base], starts]).astype(np.uint32)
 
 
 @dataclass
@@ -63,6 +97,8 @@ class Segment:
     buckets: np.ndarray
     values: np.ndarray
     tracks: np.ndarray
+    peak_codes: np.ndarray | None = None
+    peak_blocks: np.ndarray | None = None
 
     @classmethod
     def open(cls, path: str) -> "Segment":
@@ -74,6 +110,12 @@ class Segment:
         if (seg.low.shape != seg.values.shape or seg.tracks.ndim != 2 or seg.tracks.shape[1] != 3
                 or len(seg.buckets) < 2 or seg.buckets[-1] != len(seg.low)):
             raise ValueError(f"segment {path} is inconsistent")
+        if os.path.exists(os.path.join(path, "peaks.npy")):
+            seg.peak_codes, seg.peak_blocks = load("peaks"), np.array(load("peak_blocks"), dtype=np.int64)
+            b = seg.peak_blocks
+            if (seg.peak_codes.ndim != 1 or b.ndim != 1 or len(b) < 2 or b[-1] != len(seg.peak_codes)
+                    or np.any(np.diff(b[1:]) < 0)):
+                raise ValueError(f"segment {path}: its verification peaks are inconsistent")
         return seg
 
     def __len__(self) -> int:
@@ -130,6 +172,29 @@ class Segment:
     def lookup(self, hashes: np.ndarray, max_postings: int) -> tuple[np.ndarray, np.ndarray]:
         """Every posting of ``hashes`` as (index into ``hashes``, global frame) per hit; see :meth:`gather`."""
         return self.gather(*self.ranges(hashes, max_postings))
+
+    def peaks_between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Verification peaks with global frame in ``[lo, hi)``, as (global frames, FFT bins); None when the
+        segment stores none (built before they existed)."""
+        if self.peak_codes is None:
+            return None
+        base, starts = int(self.peak_blocks[0]), self.peak_blocks[1:]
+        n_blocks = len(starts) - 1
+        b0 = min(max((lo - base) // _PEAK_BLOCK, 0), n_blocks)
+        b1 = min(max((hi - base + _PEAK_BLOCK - 1) // _PEAK_BLOCK, 0), n_blocks)
+        i0, i1 = int(starts[b0]), int(starts[b1])
+        codes = np.asarray(self.peak_codes[i0:i1], dtype=np.int64)
+        # Each block's frame offset is in its code; the block number follows from the position.
+        block = b0 + np.searchsorted(starts[b0:b1 + 1], np.arange(i0, i1), side="right") - 1
+        frames = base + block * _PEAK_BLOCK + (codes >> _PEAK_BIN_BITS)
+        keep = (frames >= lo) & (frames < hi)
+        return frames[keep], (codes & ((1 << _PEAK_BIN_BITS) - 1))[keep]
+
+    def all_peaks(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Every verification peak (for merges and checks)."""
+        if self.peak_codes is None:
+            return None
+        return self.peaks_between(int(self.peak_blocks[0]), int(self.peak_blocks[0]) + _PEAK_BLOCK * (len(self.peak_blocks) - 2))
 
     def track_at(self, frames: np.ndarray) -> np.ndarray:
         """Row index into ``tracks`` of the track owning each global frame (-1 where none)."""

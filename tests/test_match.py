@@ -96,3 +96,13 @@ def test_rare_hashes_decide_clear_matches_alike(library: Library):
         assert _first_look(reader, weak, 0).track_id == _first_look(reader, weak, 0.2).track_id
     finally:
         reader.close()
+
+
+def test_a_grid_of_normal_speed_only_searches_it_alone(library: Library):
+    # max_speed_change 0: nothing beyond normal speed to try once it has not decided.
+    reader = IndexReader(str(library.index))
+    y = synth.speech_like(4, 10.0, library.sr)
+    peaks = query_peaks(soxr.resample(y, library.sr, reader.config.sample_rate), reader.config)
+    cand = match(peaks, reader.segments, reader.config, frames=reader.frames, speeds=speed_grid(0.0, 0.005),
+                 max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    assert cand is None or cand.speed == 1.0

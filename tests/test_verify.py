@@ -1,0 +1,152 @@
+"""Verification peaks: stored with the postings, moved by merges, and the peak-by-peak check that rescues weak
+true matches and doubts chance alignments."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioid import synth
+from audioid.fingerprint.audio import load, resample
+from audioid.fingerprint.config import LandmarkConfig
+from audioid.fingerprint.landmarks import query_peaks, reference_peaks, strongest
+from audioid.index import build
+from audioid.index.build import add_to_index, build_index, remove_from_index
+from audioid.index.check import check_index
+from audioid.index.identify import Identifier, MatchConfig
+from audioid.index.match import match
+from audioid.index.postings import Segment, write_segment
+from audioid.index.sources import reference_specs
+from audioid.index.store import IndexReader
+from audioid.index.verify import verify
+
+SR = 16000
+CFG = LandmarkConfig()
+
+
+@pytest.fixture(scope="module")
+def refs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("refs")
+    for i in range(1, 5):
+        sf.write(d / f"song{i}.wav", synth.music_track(100 + i, 25.0, SR), SR)
+    return d
+
+
+@pytest.fixture(scope="module")
+def index(refs, tmp_path_factory) -> Path:
+    idx = tmp_path_factory.mktemp("idx") / "idx"
+    build_index(reference_specs(str(refs)), idx, jobs=1)
+    return idx
+
+
+def test_peaks_round_trip_through_a_segment(tmp_path):
+    rng = np.random.default_rng(0)
+    tracks = np.array([[100, 500, 1], [650, 300, 2]])
+    frames = np.concatenate([rng.integers(100, 600, 50), rng.integers(650, 950, 30)])
+    bins = rng.integers(0, 1024, 80)
+    write_segment(str(tmp_path / "s"), rng.integers(0, 1 << 20, 100).astype(np.uint32),
+                  rng.integers(100, 900, 100), tracks, 23, (frames, bins))
+    seg = Segment.open(str(tmp_path / "s"))
+    order = np.lexsort((bins, frames))
+    got = seg.all_peaks()
+    assert np.array_equal(got[0], frames[order]) and np.array_equal(got[1], bins[order])
+    for lo, hi in [(0, 2000), (130, 640), (600, 651), (200, 201), (949, 2000), (5, 50)]:
+        f, b = seg.peaks_between(lo, hi)
+        inside = (frames[order] >= lo) & (frames[order] < hi)
+        assert np.array_equal(f, frames[order][inside]) and np.array_equal(b, bins[order][inside])
+    with pytest.raises(ValueError, match="bin"):
+        write_segment(str(tmp_path / "t"), np.zeros(1, np.uint32), [100], tracks, 23, ([100], [1024]))
+    with pytest.raises(ValueError, match="outside"):
+        write_segment(str(tmp_path / "u"), np.zeros(1, np.uint32), [100], tracks, 23, ([99], [5]))
+
+
+def _track_peaks(reader: IndexReader, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """A track's stored peaks, frames relative to its start."""
+    [t] = [t for t in reader.catalog.tracks() if t.label == label]
+    seg = next(s for s in reader.segments if s.name == t.segment)
+    f, b = seg.peaks_between(t.frame_start, t.frame_start + t.frame_count)
+    return f - t.frame_start, b
+
+
+def test_build_stores_each_tracks_strongest_peaks_and_merges_move_them(refs, tmp_path):
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs))[:2], idx, jobs=1)
+    add_to_index(reference_specs(str(refs))[2:], idx, jobs=1)
+    y = resample(load(refs / "song3.wav", SR).samples, SR, CFG.sample_rate)
+    want = strongest(reference_peaks(y, CFG), CFG.verify_peaks_per_s, CFG)
+    before = {f"song{i}": _track_peaks(IndexReader(str(idx)), f"song{i}") for i in range(1, 5)}
+    f, b = before["song3"]
+    assert np.array_equal(f, want.time.astype(np.int64)) and np.array_equal(b, np.rint(want.freq))
+    assert abs(len(f) - CFG.verify_peaks_per_s * 25.0) <= CFG.verify_peaks_per_s
+    remove_from_index(str(idx), ["song1"])
+    build.merge_segments(idx)
+    reader = IndexReader(str(idx))
+    assert len(reader.segments) == 1 and check_index(idx).ok
+    for label in ("song2", "song3", "song4"):          # moved to new frames, the same relative to each track
+        after = _track_peaks(reader, label)
+        assert all(np.array_equal(x, y) for x, y in zip(after, before[label]))
+    assert len(reader.segments[0].all_peaks()[0]) == sum(len(before[f"song{i}"][0]) for i in (2, 3, 4))
+
+
+def _noisy(refs: Path, label: str, snr_db: float, seed: int) -> np.ndarray:
+    y, _ = sf.read(refs / f"{label}.wav", dtype="float32")
+    q = y[5 * SR: 15 * SR]
+    return synth.mix_at_snr(q, synth.pink_noise(seed, len(q)), snr_db)
+
+
+def test_the_true_offset_lines_up_and_a_wrong_one_does_not(index, refs):
+    reader = IndexReader(str(index))
+    peaks = query_peaks(resample(_noisy(refs, "song2", -9.0, 2), SR, CFG.sample_rate), CFG)
+    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
+                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    assert reader.catalog.get(cand.track_id).label == "song2"
+    assert verify(peaks, cand, reader.segments, CFG, 4000) < 1e-5
+    for shift in (-150, 90, 200):
+        elsewhere = replace(cand, offset_frames=cand.offset_frames + shift)
+        assert verify(peaks, elsewhere, reader.segments, CFG, 4000) > 1e-3
+
+
+def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp_path):
+    checked, votes_only = Identifier.open(index), Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
+    noisy = _noisy(refs, "song2", -9.0, 2)                  # the votes alone reject it
+    assert votes_only.identify_samples(noisy, SR).status == "no_match"
+    r = checked.identify_samples(noisy, SR)
+    assert (r.status, r.label) == ("match", "song2") and 0.5 < r.confidence <= 1.0
+    assert r.offset_s == pytest.approx(5.0, abs=0.1)
+    unknown = [synth.music_track(900 + i, 10.0, SR) for i in range(4)] + [synth.speech_like(i, 10.0, SR)
+                                                                          for i in range(4)]
+    for y in unknown:
+        for snr in (None, -6.0):
+            q = y if snr is None else synth.mix_at_snr(y, synth.pink_noise(3, len(y)), snr)
+            assert checked.identify_samples(q, SR).status == "no_match"
+
+
+def test_indexes_without_verification_peaks_answer_as_before(refs, tmp_path):
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs)), idx, jobs=1, config=replace(CFG, verify_peaks_per_s=0.0))
+    reader = IndexReader(str(idx))
+    assert reader.segments[0].peak_codes is None
+    assert not (Path(idx) / "postings" / reader.segments[0].name / "peaks.npy").exists()
+    noisy = _noisy(refs, "song2", -9.0, 2)
+    assert Identifier.open(idx).identify_samples(noisy, SR).status == "no_match"
+
+
+def test_check_reports_verification_peaks_outside_the_tracks(refs, tmp_path):
+    idx = tmp_path / "idx"
+    build_index(reference_specs(str(refs))[:2], idx, jobs=1)
+    assert check_index(idx).ok
+    seg_dir = next((idx / "postings").iterdir())
+    blocks, codes, tracks = (np.load(seg_dir / f"{n}.npy") for n in ("peak_blocks", "peaks", "tracks"))
+    # Move a peak into the gap after the first track: the reader accepts the file, check must not.
+    base, starts = int(blocks[0]), blocks[1:]
+    gap = int(tracks[0, 0] + tracks[0, 1]) + 2 - base
+    i = int(starts[gap // 64])
+    assert starts[gap // 64 + 1] > i                      # that block holds peaks (the first track's last ones)
+    codes = codes.copy()
+    codes[i] = ((gap % 64) << 10) | (codes[i] & 1023)
+    np.save(seg_dir / "peaks.npy", codes)
+    rep = check_index(idx)
+    assert not rep.ok and any("verification peaks lie outside" in e for e in rep.errors), rep.errors
