@@ -51,7 +51,7 @@ def speed_grid(max_speed_change: float, step: float) -> list[float]:
     return grid
 
 
-def _poisson_sf(k: int, lam: float) -> float:
+def poisson_sf(k: int, lam: float) -> float:
     """P(X >= k) for X ~ Poisson(lam), computed in log space (tiny tails matter here)."""
     if k <= 0:
         return 1.0
@@ -86,7 +86,7 @@ def false_alarms(votes: int, hits: int, frames: int, hypotheses: float, overdisp
     """Expected number of random offset piles of at least ``votes`` (see module docstring)."""
     bins = max(frames / 3.0, 1.0)
     lam = overdispersion * hits / bins
-    return bins * hypotheses * _poisson_sf(votes, lam)
+    return bins * hypotheses * poisson_sf(votes, lam)
 
 
 def _live(values: np.ndarray, removed: np.ndarray) -> np.ndarray:

@@ -194,7 +194,8 @@ class Segment:
         """Every verification peak (for merges and checks)."""
         if self.peak_codes is None:
             return None
-        return self.peaks_between(int(self.peak_blocks[0]), int(self.peak_blocks[0]) + _PEAK_BLOCK * (len(self.peak_blocks) - 2))
+        base, n_blocks = int(self.peak_blocks[0]), len(self.peak_blocks) - 2
+        return self.peaks_between(base, base + _PEAK_BLOCK * n_blocks)
 
     def track_at(self, frames: np.ndarray) -> np.ndarray:
         """Row index into ``tracks`` of the track owning each global frame (-1 where none)."""

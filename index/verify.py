@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import Peaks, hash_fields, pair_hashes
-from .match import Candidate, _poisson_sf
+from .match import Candidate, poisson_sf
 from .postings import Segment
 
 # Tolerances: time in frames, frequency in FFT bins.
@@ -44,7 +44,7 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
     rt, rf = got[0].astype(np.float64) - lo, got[1].astype(np.float64)
     # The reference peaks the votes were made of: anchors and targets of the pile's postings.
     hashes, anchors = pair_hashes(query, cfg, cfg.query_fanout, cand.speed)
-    qi, values = seg.gather(*seg.ranges(hashes, max_postings))
+    qi, values = seg.lookup(hashes, max_postings)
     ref_anchor = values.astype(np.int64) - lo
     voted = np.abs(ref_anchor - anchors[qi]) <= 1
     f1, df, dt = hash_fields(hashes[qi[voted]])
@@ -59,4 +59,4 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
     near_f = np.abs(rf[:, None] - fq[None, :]) <= _DF                      # (reference peaks, query peaks)
     hits = int((near_f & (np.abs(rt[:, None] - tq[None, :]) <= _DT)).any(axis=1).sum())
     chance = np.minimum(1.0, near_f.sum(axis=1) * (2 * _DT + 1) / span)
-    return _poisson_sf(hits, float(chance.sum()))
+    return poisson_sf(hits, float(chance.sum()))
