@@ -1,5 +1,6 @@
-"""Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision,
-plus the music / dialogue / both vote of the outro's embedding."""
+"""Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision
+(weak candidates checked peak by peak, :mod:`index.verify`), plus the music / dialogue / both vote of the
+outro's embedding."""
 from __future__ import annotations
 
 import math
@@ -16,8 +17,8 @@ from .embeddings import Vote, classify_vectors
 from .match import match, speed_grid
 from .parallel import on_spare_core
 from .result import Result
-from .verify import verify
 from .store import IndexReader
+from .verify import verify
 
 
 @dataclass(frozen=True)
