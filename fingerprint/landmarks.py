@@ -147,8 +147,8 @@ def _strongest_per_second(t: np.ndarray, strength: np.ndarray, per_s: float, cfg
 
 
 def strongest(peaks: Peaks, per_s: float, cfg: LandmarkConfig) -> Peaks:
-    """The ``per_s`` strongest of ``peaks`` in each second (a reference's verification peaks)."""
-    keep = _strongest_per_second(peaks.time, peaks.strength, per_s, cfg)
+    """The ``per_s`` strongest of ``peaks`` in each second (a reference's verification peaks; none for 0)."""
+    keep = _strongest_per_second(peaks.time, peaks.strength, per_s, cfg) if per_s > 0 else np.zeros(0, np.intp)
     return Peaks(peaks.time[keep], peaks.freq[keep], peaks.strength[keep])
 
 

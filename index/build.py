@@ -106,11 +106,10 @@ def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: Embedding
     n_frames = 1 + max(0, len(y) - cfg.n_fft) // cfg.hop_length
     if len(hashes) == 0:
         return Analysis(spec, error=f"{spec.path}: no landmarks (silent or too short to fingerprint)")
-    check = strongest(peaks, cfg.verify_peaks_per_s, cfg) if cfg.verify_peaks_per_s > 0 else None
+    check = strongest(peaks, cfg.verify_peaks_per_s, cfg)       # empty when the config stores none
     return Analysis(spec, content_hash=digest, duration_s=len(y) / cfg.sample_rate, n_frames=n_frames,
                     hashes=hashes, times=times, vectors=setup.reference_vectors(audio.samples),
-                    peak_times=None if check is None else check.time.astype(np.int64),
-                    peak_bins=None if check is None else np.rint(check.freq).astype(np.int64))
+                    peak_times=check.time.astype(np.int64), peak_bins=np.rint(check.freq).astype(np.int64))
 
 
 def _analyse_star(args: tuple[ReferenceSpec, LandmarkConfig, EmbeddingSetup]) -> Analysis:
@@ -196,8 +195,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
         next_frame = int(manifest["next_frame"])
         seen: dict[str, int] = {}
         tracks, hash_parts, value_parts, vector_parts, id_parts, predictions = [], [], [], [], [], {}
-        peak_frames: list[np.ndarray] | None = []
-        peak_bins: list[np.ndarray] = []
+        peaks: tuple[list[np.ndarray], list[np.ndarray]] | None = ([], []) if cfg.verify_peaks_per_s > 0 else None
         for a in analyses:
             if a.error:
                 report.failed.append((a.spec.path, a.error))
@@ -227,11 +225,9 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             value_parts.append(a.times.astype(np.int64) + next_frame)
             vector_parts.append(a.vectors)
             id_parts.append(vector_ids(t.id, len(a.vectors)))
-            if a.peak_times is None:
-                peak_frames = None                  # the config stores none
-            elif peak_frames is not None:
-                peak_frames.append(a.peak_times + next_frame)
-                peak_bins.append(a.peak_bins)
+            if peaks is not None:
+                peaks[0].append(a.peak_times + next_frame)
+                peaks[1].append(a.peak_bins)
             if predict is not None:
                 predictions[t.id] = predict(a.vectors)
             next_id += 1
@@ -243,7 +239,7 @@ def _commit(path: str, manifest: dict, analyses: Iterable[Analysis], report: Wri
             return
         track_table = np.array([[t.frame_start, t.frame_count, t.id] for t in tracks], np.int64).reshape(-1, 3)
         _write_segment(staging, seg_name, cfg, hash_parts, value_parts, track_table, vector_parts, id_parts,
-                       setup.factory, None if peak_frames is None else (peak_frames, peak_bins))
+                       setup.factory, peaks)
         catalog.insert(tracks)
         # A rebuild re-reads known recordings: that is no label change, so only new content is logged.
         logged = {e["content_hash"] for e in old_log or []}
@@ -355,22 +351,25 @@ def _merge(path: str, names: Sequence[str]) -> int:
         hashes, values, vectors, ids = [], [], [], []
         peaks: tuple[list[np.ndarray], list[np.ndarray]] | None = ([], [])
         for seg in merged:
-            v = np.asarray(seg.values, dtype=np.int64)
-            row = seg.track_at(v)
             keep_row = np.array([int(t) in moved for t in seg.tracks[:, 2]] + [False])
             shift = np.array([moved.get(int(t), 0) - int(s) for s, _n, t in seg.tracks] + [0], np.int64)
-            ok = keep_row[row]                           # row -1 (no track) indexes the trailing False
+
+            def relocate(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                """(mask of the frames in live tracks, those frames at their tracks' new places)."""
+                row = seg.track_at(frames)
+                ok = keep_row[row]                       # row -1 (no track) indexes the trailing False
+                return ok, frames[ok] + shift[row[ok]]
+
+            ok, moved_values = relocate(np.asarray(seg.values, dtype=np.int64))
             hashes.append(seg.hashes()[ok])
-            values.append(v[ok] + shift[row[ok]])
+            values.append(moved_values)
             seg_peaks = seg.all_peaks()
             if seg_peaks is None:
                 peaks = None                             # one segment without them: the merged one has none
             elif peaks is not None:
-                frames, bins = seg_peaks
-                prow = seg.track_at(frames)
-                pok = keep_row[prow]
-                peaks[0].append(frames[pok] + shift[prow[pok]])
-                peaks[1].append(bins[pok])
+                ok, moved_frames = relocate(seg_peaks[0])
+                peaks[0].append(moved_frames)
+                peaks[1].append(seg_peaks[1][ok])
             vs = VectorSegment.open(os.path.join(path, "postings", seg.name))
             if vs is not None:
                 x, i = vs.vectors()

@@ -117,16 +117,26 @@ def classify_vectors(vectors: np.ndarray, segments: Sequence[VectorSegment], rem
     return votes
 
 
+def majority_class(votes: Sequence[tuple[str | None, float]]) -> tuple[str, list[int]] | None:
+    """The class most ``(class, confidence)`` votes name, abstentions (``unknown``, None) aside, ties to the larger
+    summed confidence, with the indices of the votes naming it; None when every vote abstains."""
+    tally: dict[str, list[int]] = {}
+    for i, (klass, _conf) in enumerate(votes):
+        if klass not in (None, "unknown"):
+            tally.setdefault(klass, []).append(i)
+    if not tally:
+        return None
+    klass = max(tally, key=lambda k: (len(tally[k]), sum(votes[i][1] for i in tally[k])))
+    return klass, tally[klass]
+
+
 def track_prediction(votes: Sequence[Vote]) -> Vote:
-    """One vote for a whole track from its windows' votes: the class most windows got (abstentions aside),
-    ties broken by summed confidence; ``unknown`` when every window abstained."""
-    tally: dict[str, list[float]] = {}
-    for v in votes:
-        if v.klass != "unknown":
-            tally.setdefault(v.klass, []).append(v.confidence)
+    """One vote for a whole track from its windows' votes: the class most windows got (:func:`majority_class`),
+    with the share of windows that got it; ``unknown`` when every window abstained."""
     sims = [v.top_similarity for v in votes if v.top_similarity is not None]
     top = float(np.median(sims)) if sims else None
-    if not tally:
+    won = majority_class([(v.klass, v.confidence) for v in votes])
+    if won is None:
         return Vote("unknown", 0.0, [], top)
-    klass = max(tally, key=lambda k: (len(tally[k]), sum(tally[k])))
-    return Vote(klass, round(len(tally[klass]) / len(votes), 4), [], top)
+    klass, voters = won
+    return Vote(klass, round(len(voters) / len(votes), 4), [], top)

@@ -13,7 +13,7 @@ import numpy as np
 from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.landmarks import query_peaks
 from .classify import ClassifyConfig
-from .embeddings import Vote, classify_vectors
+from .embeddings import Vote, classify_vectors, majority_class
 from .match import match, speed_grid
 from .parallel import on_spare_core
 from .result import Result
@@ -240,18 +240,13 @@ class Identifier:
 
 
 def _class_of_windows(record: Result, windows: list[Result]) -> None:
-    """Give a merged record the class most of its windows got (abstentions aside; ties to the more confident),
-    with confidence = that class' mean window confidence x its share of the windows, and the neighbours of its
-    most confident window of that class."""
-    tally: dict[str, list[Result]] = {}
-    for w in windows:
-        if w.klass not in (None, "unknown"):
-            tally.setdefault(w.klass, []).append(w)
-    if not tally:
+    """Give a merged record the class most of its windows got (:func:`majority_class`), with confidence = that
+    class' mean window confidence x its share of the windows, and the neighbours of its most confident window
+    of that class."""
+    won = majority_class([(w.klass, w.class_confidence or 0.0) for w in windows])
+    if won is None:
         record.klass, record.class_confidence, record.neighbours = windows[0].klass, 0.0, windows[0].neighbours
         return
-    klass = max(tally, key=lambda k: (len(tally[k]), sum(w.class_confidence for w in tally[k])))
-    votes = tally[klass]
-    record.klass = klass
-    record.class_confidence = round(sum(w.class_confidence for w in votes) / len(windows), 4)
-    record.neighbours = max(votes, key=lambda w: w.class_confidence).neighbours
+    record.klass, voters = won
+    record.class_confidence = round(sum(windows[i].class_confidence for i in voters) / len(windows), 4)
+    record.neighbours = max((windows[i] for i in voters), key=lambda w: w.class_confidence).neighbours

@@ -113,8 +113,8 @@ class Segment:
         if os.path.exists(os.path.join(path, "peaks.npy")):
             seg.peak_codes, seg.peak_blocks = load("peaks"), np.array(load("peak_blocks"), dtype=np.int64)
             b = seg.peak_blocks
-            if (seg.peak_codes.ndim != 1 or b.ndim != 1 or len(b) < 2 or b[-1] != len(seg.peak_codes)
-                    or np.any(np.diff(b[1:]) < 0)):
+            if (seg.peak_codes.ndim != 1 or b.ndim != 1 or len(b) < 3 or b[1] != 0
+                    or b[-1] != len(seg.peak_codes) or np.any(np.diff(b[1:]) < 0)):
                 raise ValueError(f"segment {path}: its verification peaks are inconsistent")
         return seg
 

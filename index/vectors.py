@@ -6,8 +6,9 @@ so a neighbour names its track.  Removed tracks are filtered out of search resul
 FAISS index type, including those that cannot delete (HNSW); the next build drops them for good.
 
 The index type is a FAISS ``index_factory`` string.  ``"SQfp16"`` (exhaustive inner product over
-L2-normalised vectors, i.e. cosine similarity, stored in half precision) is the default; ``"Flat"`` keeps float32,
-and approximate types such as ``"IVF256,Flat"`` or ``"HNSW32"`` suit large indexes.  Inputs must be C-contiguous float32 (FAISS rejects float64, which numpy 2 readily produces).
+L2-normalised vectors, i.e. cosine similarity, stored in half precision) is the default; ``"Flat"`` keeps
+float32, and approximate types such as ``"IVF256,Flat"`` or ``"HNSW32"`` suit large indexes.  Inputs must be
+C-contiguous float32 (FAISS rejects float64, which numpy 2 readily produces).
 """
 from __future__ import annotations
 
