@@ -12,7 +12,7 @@ import numpy as np
 #: Columns every truth file starts with; further columns are optional details of how a query was made.
 TRUTH_FIELDS = ("query_path", "reference_path", "condition")
 #: Conditions whose queries must not match anything.
-NEGATIVE_CONDITIONS = ("unknown_music", "speech_only")
+NEGATIVE_CONDITIONS = ("unknown_music", "speech_only", "unknown_synth")
 
 
 @dataclass(frozen=True)

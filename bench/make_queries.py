@@ -3,7 +3,9 @@
 
 For every reference excerpt (a random offset inside a random reference track) one query file per condition is
 written, so conditions are paired: they differ only by the degradation.  Negatives are cuts of music that is not
-in the reference set and cuts of real speech.  Everything is deterministic for a given ``--seed``.
+in the reference set, cuts of real speech, and cuts of synthesized music (``unknown_synth``: equal-tempered tones
+over drum patterns from :func:`audioid.synth.music_track`, a lattice of pitches and beats that real music shares
+more with itself than noise does).  Everything is deterministic for a given ``--seed``.
 
 Usage::
 
@@ -42,7 +44,9 @@ import soundfile as sf
 import soxr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import is_corpus_manifest, read_corpus_manifest, write_truth  # noqa: E402
+from common import NEGATIVE_CONDITIONS, is_corpus_manifest, read_corpus_manifest, write_truth  # noqa: E402
+
+from audioid import synth  # noqa: E402
 
 from audioid.index.sources import iter_audio_files, reference_specs  # noqa: E402
 
@@ -54,6 +58,8 @@ MUSIC_FLOOR_DBFS = -45.0          # 100 ms frames quieter than this count as sil
 MIN_AUDIBLE = 0.9                 # fraction of non-silent frames a music cut needs
 SPEECH_MIN_ACTIVE = 0.5           # fraction of active 20 ms frames a speech cut needs
 OFFSET_TRIES = 30
+SYNTH_SECONDS = 45.0              # length of each synthesized song an unknown_synth query is cut from
+SYNTH_RATE = 22050
 
 
 # --------------------------------------------------------------------------------------------- sources and split
@@ -301,7 +307,7 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("excerpt_3s", lambda c: c.head(3.0)),
     Condition("speed_2pct", lambda c: _speed(c, SPEED), speed=SPEED),
 ]}
-NEGATIVES = ("unknown_music", "speech_only")
+NEGATIVES = NEGATIVE_CONDITIONS
 
 
 # ------------------------------------------------------------------------------------------------------- planning
@@ -397,6 +403,14 @@ def run_job(job: Job) -> list[dict]:
         path, off, y, _ = pick_speech_cut(job.speech, job.seconds, 16000, rng)
         row = _write(job, "speech_only", y, 16000, 128, None)
         return [dict(row, reference_path="", source_path=path, source_offset_s=round(off, 3))]
+    if job.kind == "unknown_synth":
+        song_seed = int(rng.integers(1 << 31))
+        offset = float(rng.uniform(0.0, SYNTH_SECONDS - job.seconds))
+        start = int(round(offset * SYNTH_RATE))
+        y = synth.music_track(song_seed, SYNTH_SECONDS, SYNTH_RATE)[start: start + int(round(job.seconds * SYNTH_RATE))]
+        row = _write(job, "unknown_synth", y, SYNTH_RATE, 128, None)
+        return [dict(row, reference_path="", source_path=f"audioid.synth.music_track(seed={song_seed})",
+                     source_offset_s=round(offset, 3))]
     need = job.seconds * (SPEED if job.kind == "positive" else 1.0) + 0.05
     offset, music, sr = pick_music_cut(job.source, need, rng)
     if job.kind == "unknown_music":
@@ -505,8 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs += [Job("positive", i, refs[ref_order[i % len(refs)]], positives, **common) for i in range(n)]
     if "unknown_music" in conditions:
         jobs += [Job("unknown_music", i, unknown[unk_order[i % len(unknown)]], (), **common) for i in range(n)]
-    if "speech_only" in conditions:
-        jobs += [Job("speech_only", i, None, (), **common) for i in range(n)]
+    for kind in ("speech_only", "unknown_synth"):
+        if kind in conditions:
+            jobs += [Job(kind, i, None, (), **common) for i in range(n)]
 
     rows: list[dict] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
