@@ -47,9 +47,22 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
         pool.shutdown(cancel_futures=True)
 
 
+def _one_openmp_thread() -> None:
+    # OpenMP's thread count is per calling thread: this limits FAISS in the helper only.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="openmp")
+
+
 class _Spare:
     """One helper thread per process, lent to a query only while no other query runs in this process: under
-    concurrent load every core is busy anyway, and lending it then only adds threads contending for the cores."""
+    concurrent load every core is busy anyway, and lending it then only adds threads contending for the cores.
+
+    While the two halves of a query fill two cores, BLAS and OpenMP pools on top of them only contend: with
+    them a helped 10 s identify took 21 ms instead of 17 (bench/RESULTS.md).  So the first lend limits this
+    process' BLAS pools to one thread, for good (they are process-wide, and limiting them per query costs as much
+    as it saves: OpenBLAS restarts its threads each time), and the helper thread runs OpenMP (FAISS) on one.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -63,7 +76,11 @@ class _Spare:
             if not self.enabled or self.running > 1 or len(os.sched_getaffinity(0)) < 2:
                 return None
             if self.pool is None:
-                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioid-spare")
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=1, user_api="blas")
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioid-spare",
+                                               initializer=_one_openmp_thread)
             return self.pool
 
     def done(self) -> None:

@@ -90,3 +90,19 @@ def test_processes_that_share_the_cores_lend_no_spare_core():
             "single_thread_pools()\n"
             "with on_spare_core(threading.get_ident) as get: assert get() == threading.get_ident()\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@two_cores
+def test_a_helped_query_runs_on_single_threaded_pools():
+    """BLAS or OpenMP threads on top of the two busy halves of a query only contend for the cores."""
+    code = ("import threading\n"
+            "import faiss, numpy\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from audioid.index.parallel import on_spare_core\n"
+            "def threads(api): return {i['num_threads'] for i in threadpool_info() if i['user_api'] == api}\n"
+            "assert threads('blas') != {1} and threads('openmp') != {1}\n"
+            "with on_spare_core(lambda: (threads('blas'), threads('openmp'))) as get: blas, omp = get()\n"
+            "assert blas == {1} and omp == {1}, (blas, omp)\n"
+            "assert threads('blas') == {1}          # for good: limiting per query costs what it saves\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
