@@ -11,14 +11,14 @@ from typing import Iterable
 import numpy as np
 
 from ..fingerprint.audio import AudioError, load, resample
-from ..fingerprint.landmarks import query_peaks
+from ..fingerprint.landmarks import Peaks, query_peaks
 from .classify import ClassifyConfig
 from .embeddings import Vote, classify_vectors, majority_class
-from .match import match, speed_grid
+from .match import Candidate, match, speed_grid
 from .parallel import on_spare_core
 from .result import Result
 from .store import IndexReader
-from .verify import verify
+from .verify import combined_p, verify
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class MatchConfig:
         that clears ``stop_false_alarms`` there is decided without the common hashes (0 = always look at all).
     verify_p : float
         A candidate the votes reject is still a match when its peaks, checked one by one at the voted offset
-        (:mod:`index.verify`), line up with a p-value below this (0 = never).
+        (:mod:`index.verify`), line up with a p-value below this (0 = never), or with a larger one that
+        together with the votes' false-alarm expectation is as significant (:func:`index.verify.combined_p`):
+        the votes of a narrowly rejected candidate count too.
     veto_p : float
         A match the votes accept only weakly (false-alarm expectation between ``stop_false_alarms`` and
         ``max_false_alarms``) is rejected when that check's p-value is above this: its peaks line up no better
@@ -124,16 +126,22 @@ class Identifier:
         return classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
                                 self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
 
+    def candidate(self, peaks: Peaks) -> Candidate | None:
+        """The best-voted track and offset for query peaks (:func:`fingerprint.landmarks.query_peaks` at the
+        index's landmark config), before any decision."""
+        mc = self.config
+        return match(peaks, self.reader.segments, self.reader.config, frames=self.reader.live_frames,
+                     speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
+                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
+                     first_hits=mc.first_hits)
+
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
         lcfg = self.reader.config
         peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
         end_s = start_s + len(y) / sr
         mc = self.config
-        cand = match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames, speeds=self.speeds,
-                     max_postings=mc.max_postings, overdispersion=mc.overdispersion,
-                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
-                     first_hits=mc.first_hits)
+        cand = self.candidate(peaks)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base
@@ -143,9 +151,12 @@ class Identifier:
         if rejected or cand.false_alarms >= mc.stop_false_alarms:
             # Weak either way: check the alignment peak by peak.
             p = verify(peaks, cand, self.reader.segments, lcfg, mc.max_postings)
-            if p is not None and rejected and p < mc.verify_p:
-                rejected, conf = False, confidence(p, mc.verify_p)
-            elif p is not None and not rejected and p > mc.veto_p:
+            if p is not None and rejected:
+                # The check alone must reach verify_p; what the votes add (a narrow rejection) counts too.
+                both, need = combined_p(cand.false_alarms, p), combined_p(1.0, mc.verify_p)
+                if both < need:
+                    rejected, conf = False, confidence(both, need)
+            elif p is not None and p > mc.veto_p:
                 rejected, conf = True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
         if rejected:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match

@@ -10,9 +10,13 @@ with the probability that a query peak of its frequency falls within +-1 frame a
 frequency profile, so that music sharing a key or an instrument with the reference does not count as
 evidence); the count's Poisson tail is the p-value.  On real music and speech not in the index it behaves as a
 p-value should (the smallest of 400 was 9e-4, bench/RESULTS.md).
+
+The check leaves out the peaks the votes used, so its p-value and the votes' own evidence are close to
+independent, and :func:`combined_p` joins them: a candidate the votes narrowly reject needs less from its peaks.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -60,3 +64,14 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
     hits = int((near_f & (np.abs(rt[:, None] - tq[None, :]) <= _DT)).any(axis=1).sum())
     chance = np.minimum(1.0, near_f.sum(axis=1) * (2 * _DT + 1) / span)
     return poisson_sf(hits, float(chance.sum()))
+
+
+def combined_p(false_alarms: float, p: float) -> float:
+    """Fisher's combination of two independent p-values: the votes' false-alarm expectation (a p-value bound
+    for the best pile of the whole search, capped at 1) and :func:`verify`'s ``p``.
+
+    ``P(U1 U2 <= q) = q (1 - ln q)`` for independent uniform ``U1, U2``; with no evidence from the votes
+    (``false_alarms >= 1``) it is that function of ``p`` alone.
+    """
+    q = min(1.0, max(false_alarms, 0.0)) * p
+    return q * (1.0 - math.log(q)) if q > 0 else 0.0

@@ -21,7 +21,7 @@ from audioid.index.match import match
 from audioid.index.postings import Segment, write_segment
 from audioid.index.sources import reference_specs
 from audioid.index.store import IndexReader
-from audioid.index.verify import verify
+from audioid.index.verify import combined_p, verify
 
 SR = 16000
 CFG = LandmarkConfig()
@@ -150,3 +150,15 @@ def test_check_reports_verification_peaks_outside_the_tracks(refs, tmp_path):
     np.save(seg_dir / "peaks.npy", codes)
     rep = check_index(idx)
     assert not rep.ok and any("verification peaks lie outside" in e for e in rep.errors), rep.errors
+
+
+def test_combined_p_is_fishers_method_for_two_p_values():
+    rng = np.random.default_rng(0)
+    u = rng.random((2, 200_000))
+    combined = np.array([combined_p(a, b) for a, b in u.T])
+    for level in (0.001, 0.01, 0.1):                     # calibrated: P(combined < a) = a under the null
+        assert np.mean(combined < level) == pytest.approx(level, rel=0.15)
+    assert combined_p(1.0, 1e-5) == combined_p(50.0, 1e-5) == pytest.approx(1e-5 * (1 - np.log(1e-5)))
+    assert combined_p(1.0, 0.0) == 0.0 and combined_p(0.3, 1.0) == pytest.approx(0.3 * (1 - np.log(0.3)))
+    # A candidate the votes narrowly reject (false-alarm expectation 0.02 > 1e-3) needs less from its peaks.
+    assert combined_p(0.02, 9e-5) < combined_p(1.0, 1e-5) < combined_p(1.0, 9e-5)
