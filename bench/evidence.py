@@ -7,7 +7,7 @@ Shows how far the rejected true matches and the closest negatives are from the d
 
 Usage::
 
-    OMP_NUM_THREADS=1 python bench/evidence.py /tmp/bench-queries/truth.csv --index /tmp/bench-index \\
+    python bench/evidence.py /tmp/bench-queries/truth.csv --index /tmp/bench-index \\
         --conditions pink_0db,speech_m6db,unknown_music,speech_only
 """
 from __future__ import annotations
@@ -21,21 +21,18 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import read_truth, same_file  # noqa: E402
 
-from audioid.fingerprint.audio import resample  # noqa: E402
-from audioid.fingerprint.landmarks import query_peaks  # noqa: E402
+from audioid.fingerprint.audio import load  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
 from audioid.index.verify import combined_p, verify  # noqa: E402
 
 
 def evidence(ident: Identifier, path: str, outro_seconds: float) -> dict | None:
     """Top candidate of one query as the identifier sees it before deciding, or None when there is none."""
-    lcfg = ident.reader.config
-    audio = ident._load(path, outro_seconds)
-    peaks = query_peaks(resample(audio.samples, audio.sample_rate, lcfg.sample_rate), lcfg)
-    cand = ident.candidate(peaks)
+    audio = load(path, None, tail_seconds=outro_seconds or None)
+    peaks, cand = ident.candidate(audio.samples, audio.sample_rate)
     if cand is None:
         return None
-    p = verify(peaks, cand, ident.reader.segments, lcfg, ident.config.max_postings)
+    p = verify(peaks, cand, ident.reader.segments, ident.reader.config, ident.config.max_postings)
     track = ident.reader.catalog.get(cand.track_id)
     return {"track_path": track.source_path if track else None, "votes": int(cand.votes),
             "false_alarms": float(cand.false_alarms), "p": p,

@@ -47,7 +47,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import NEGATIVE_CONDITIONS, is_corpus_manifest, read_corpus_manifest, write_truth  # noqa: E402
 
 from audioid import synth  # noqa: E402
-
 from audioid.index.sources import iter_audio_files, reference_specs  # noqa: E402
 
 SPEED = 1.02                      # the speed_2pct condition
@@ -58,7 +57,7 @@ MUSIC_FLOOR_DBFS = -45.0          # 100 ms frames quieter than this count as sil
 MIN_AUDIBLE = 0.9                 # fraction of non-silent frames a music cut needs
 SPEECH_MIN_ACTIVE = 0.5           # fraction of active 20 ms frames a speech cut needs
 OFFSET_TRIES = 30
-SYNTH_SECONDS = 45.0              # length of each synthesized song an unknown_synth query is cut from
+SYNTH_SECONDS = 45.0              # length of the synthesized songs unknown_synth queries are cut from (at least)
 SYNTH_RATE = 22050
 
 
@@ -307,7 +306,6 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("excerpt_3s", lambda c: c.head(3.0)),
     Condition("speed_2pct", lambda c: _speed(c, SPEED), speed=SPEED),
 ]}
-NEGATIVES = NEGATIVE_CONDITIONS
 
 
 # ------------------------------------------------------------------------------------------------------- planning
@@ -405,9 +403,10 @@ def run_job(job: Job) -> list[dict]:
         return [dict(row, reference_path="", source_path=path, source_offset_s=round(off, 3))]
     if job.kind == "unknown_synth":
         song_seed = int(rng.integers(1 << 31))
-        offset = float(rng.uniform(0.0, SYNTH_SECONDS - job.seconds))
+        song_s = max(SYNTH_SECONDS, job.seconds)
+        offset = float(rng.uniform(0.0, song_s - job.seconds))
         start = int(round(offset * SYNTH_RATE))
-        y = synth.music_track(song_seed, SYNTH_SECONDS, SYNTH_RATE)[start: start + int(round(job.seconds * SYNTH_RATE))]
+        y = synth.music_track(song_seed, song_s, SYNTH_RATE)[start: start + int(round(job.seconds * SYNTH_RATE))]
         row = _write(job, "unknown_synth", y, SYNTH_RATE, 128, None)
         return [dict(row, reference_path="", source_path=f"audioid.synth.music_track(seed={song_seed})",
                      source_offset_s=round(offset, 3))]
@@ -467,8 +466,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--per-condition", type=int, default=50, help="queries per condition (default 50)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--query-seconds", type=float, default=10.0)
-    ap.add_argument("--conditions", default=",".join([*CONDITIONS, *NEGATIVES]),
-                    help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVES]))
+    ap.add_argument("--conditions", default=",".join([*CONDITIONS, *NEGATIVE_CONDITIONS]),
+                    help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVE_CONDITIONS]))
     ap.add_argument("--unknown-fraction", type=float, default=0.2,
                     help="share of REFS music (whole groups) used as unknown music when --unknown is not given")
     ap.add_argument("--holdout", type=float, default=0.15,
@@ -476,7 +475,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-refs", type=int, default=0, help="keep at most this many references (0 = all)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
-    unknown = [c for c in args.conditions.split(",") if c and c not in CONDITIONS and c not in NEGATIVES]
+    unknown = [c for c in args.conditions.split(",") if c and c not in CONDITIONS and c not in NEGATIVE_CONDITIONS]
     if unknown:
         ap.error(f"unknown condition(s): {', '.join(unknown)}")
     return args

@@ -126,22 +126,21 @@ class Identifier:
         return classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
                                 self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
 
-    def candidate(self, peaks: Peaks) -> Candidate | None:
-        """The best-voted track and offset for query peaks (:func:`fingerprint.landmarks.query_peaks` at the
-        index's landmark config), before any decision."""
-        mc = self.config
-        return match(peaks, self.reader.segments, self.reader.config, frames=self.reader.live_frames,
-                     speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
-                     stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
-                     first_hits=mc.first_hits)
+    def candidate(self, y: np.ndarray, sr: int) -> tuple[Peaks, Candidate | None]:
+        """The query peaks of mono samples ``y`` at ``sr`` and their best-voted track and offset, before any
+        decision (what :meth:`identify_samples` decides on)."""
+        lcfg, mc = self.reader.config, self.config
+        peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
+        return peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
+                            speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
+                            stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
+                            first_hits=mc.first_hits)
 
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
-        lcfg = self.reader.config
-        peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
+        lcfg, mc = self.reader.config, self.config
+        peaks, cand = self.candidate(y, sr)
         end_s = start_s + len(y) / sr
-        mc = self.config
-        cand = self.candidate(peaks)
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base

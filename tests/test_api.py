@@ -49,9 +49,8 @@ def serving(index: str | os.PathLike, **config) -> Iterator[str]:
         except OSError:
             # pull_trigger queues the thunk before it writes to the trigger's pipe; a loop already awake (a
             # request just finished) can run it in between, and the thunk closes that pipe: the write then
-            # fails with EBADF although the server is closing as asked.
-            if not closed.wait(10):
-                raise
+            # fails with EBADF although the server is closing as asked.  The wait below still fails otherwise.
+            pass
         assert closed.wait(10)
         assert os.listdir(app.extensions["audioid"]["upload_dir"]) == []    # every upload's file is gone
 

@@ -124,6 +124,20 @@ def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp
             assert checked.identify_samples(q, SR).status == "no_match"
 
 
+
+def test_a_narrow_rejection_counts_towards_the_peak_check(index, refs):
+    """Votes narrowly short and a peak check short of verify_p on its own: together they name the track."""
+    checked = Identifier.open(index)
+    noisy = _noisy(refs, "song2", -7.0, 3)
+    peaks, cand = checked.candidate(noisy, SR)
+    p = verify(peaks, cand, checked.reader.segments, CFG, 4000)
+    mc = checked.config
+    assert mc.max_false_alarms <= cand.false_alarms < 1.0 and p > mc.verify_p       # each alone falls short
+    votes_only = Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
+    assert votes_only.identify_samples(noisy, SR).status == "no_match"
+    r = checked.identify_samples(noisy, SR)
+    assert (r.status, r.label) == ("match", "song2") and 0.5 < r.confidence <= 1.0
+
 def test_indexes_without_verification_peaks_answer_as_before(refs, tmp_path):
     idx = tmp_path / "idx"
     build_index(reference_specs(str(refs)), idx, jobs=1, config=replace(CFG, verify_peaks_per_s=0.0))
