@@ -7,8 +7,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .decode import Helper
 
 
 class AudioError(Exception):
@@ -83,7 +87,8 @@ def resample(y: np.ndarray, orig_sr: float, target_sr: int) -> np.ndarray:
     return soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
-def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: float | None = None) -> Audio:
+def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: float | None = None,
+         helper: Helper | None = None) -> Audio:
     """Decode ``path`` to mono float32 at ``sample_rate`` (or at the file's own rate).
 
     Parameters
@@ -97,6 +102,8 @@ def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: floa
         Read only the last ``tail_seconds`` of the file, seeking where the format allows, so a 3-hour file
         costs about what a 3-minute one does.  ``None`` or ``0`` reads the whole file; a tail longer than
         the file gives the whole file.  The samples match those of a full read at the same positions.
+    helper : callable or None
+        Lends this call a second core (see :func:`audioid.fingerprint.decode.decode`).
 
     Returns
     -------
@@ -116,7 +123,7 @@ def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: floa
     if sample_rate is not None and not sample_rate > 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
     tail = tail_seconds or None
-    d = decode(path, tail + _PREROLL_S if tail and sample_rate else tail, grid=sample_rate)
+    d = decode(path, tail + _PREROLL_S if tail and sample_rate else tail, grid=sample_rate, helper=helper)
     y = sanitize(to_mono(sanitize(d.data)))  # mixing huge finite floats can overflow too
     sample_rate = sample_rate or d.sample_rate
     y = resample(y, d.sample_rate, sample_rate)

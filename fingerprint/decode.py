@@ -9,7 +9,8 @@ Three decoders live here:
   a CBR check at a few sampled positions, or from a full frame-header scan; the tail is read by cutting the
   stream at a frame boundary near the end and decoding only those bytes, behind a synthetic Xing frame that
   tells mpg123 the exact frame count.  This costs the same for a 3-minute and a 3-hour file and is
-  bit-identical to a full decode (after a few warm-up frames that fill the bit reservoir).
+  bit-identical to a full decode (after a few warm-up frames that fill the bit reservoir).  Given a second
+  core, the two halves of a tail decode at once, the second from a few warm-up frames before its start.
 * **Everything libsndfile reads** (WAV, FLAC, Ogg Vorbis, Opus, AIFF, ...): seek to the tail; when the header
   lies (claims more frames than the file holds, or no length at all) fall back to a sequential read that keeps
   only the last window, so memory follows the tail window and time follows the real file, never the claim.
@@ -33,6 +34,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -42,6 +44,10 @@ _READ_BLOCK = 1 << 16        # frames per soundfile read: bounds memory when a h
 _HEAD_BYTES = 1 << 16        # bytes read up front to recognise the format
 _MIN_RATE, _MAX_RATE = 1000, 1_536_000
 _FFMPEG_TAIL_MARGIN_S = 3.0  # -sseof seeks by container index; ask for more and cut at the real end
+
+#: Runs ``fn(*args)`` on another core within a ``with`` block, which gets a function returning its result:
+#: the shape of :func:`audioid.index.parallel.on_spare_core`.
+Helper = Callable[..., ContextManager[Callable[[], np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,8 @@ def decode_file(path: str, tail_seconds: float | None) -> tuple[np.ndarray, int,
     return d.data, d.sample_rate, d.start_frame / d.sample_rate, d.total_frames / d.sample_rate
 
 
-def decode(path: str | os.PathLike, tail_seconds: float | None = None, *, grid: int | None = None) -> Decoded:
+def decode(path: str | os.PathLike, tail_seconds: float | None = None, *, grid: int | None = None,
+           helper: Helper | None = None) -> Decoded:
     """Decode a file, or only its last ``tail_seconds``, to float32 frames at the native rate.
 
     Parameters
@@ -91,6 +98,9 @@ def decode(path: str | os.PathLike, tail_seconds: float | None = None, *, grid: 
     grid : int or None
         Target rate the caller will resample to.  A tail then starts on a native frame index that maps to a
         whole sample at that rate, so resampling the tail reproduces the samples of a full-file resample.
+    helper : callable or None
+        Lends a second core (:data:`Helper`): an MP3 tail then decodes as two halves at once, with the
+        same samples.
 
     Returns
     -------
@@ -112,7 +122,7 @@ def decode(path: str | os.PathLike, tail_seconds: float | None = None, *, grid: 
     kind = _sniff(path, head)
     if kind == "mpeg":
         try:
-            result = _decode_mpeg(path, size, tail, grid)
+            result = _decode_mpeg(path, size, tail, grid, helper)
         except (OSError, ValueError, IndexError, struct.error) as e:  # e.g. the file changed under us
             raise AudioError(f"{path}: cannot decode MP3 ({type(e).__name__}: {e})") from None
         if result is None:  # not a layer III stream we can frame (MP2, free format): libsndfile decides
@@ -492,7 +502,8 @@ def _xing_frame(s: _Mp3Stream, n_frames: int) -> bytes:
     return bytes(frame)
 
 
-def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> Decoded | None:
+def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None,
+                 helper: Helper | None = None) -> Decoded | None:
     """Decode an MP3 with an exact length; ``None`` hands the file to the generic path (MP1/MP2, free format)."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         s = _probe_mp3(path, f, mm, size)
@@ -509,7 +520,7 @@ def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> 
             start_trim = end_trim = 0
 
         if tail is None:
-            return _mp3_full(path, mm, s, trusted, start_trim)
+            return _mp3_full(path, mm, s, trusted, start_trim, end_trim)
 
         last = _last_frames(mm, s, 1)
         if not last:
@@ -525,22 +536,53 @@ def _decode_mpeg(path: str, size: int, tail: float | None, grid: int | None) -> 
             n_frames = len(_scan_frames(mm, s.audio_start, s.audio_end, s.table))
         total = max(0, n_frames * spf - start_trim - end_trim)
         want = _tail_frames(total, tail, sr, grid)
-        if want >= total:
-            return _mp3_full(path, mm, s, trusted, start_trim)
+        if want >= total:  # a short file: all of it, on two cores if lent
+            return _mp3_full(path, mm, s, trusted, start_trim, end_trim, helper)
         need = math.ceil((want + end_trim + _GAPLESS_DELAY) / spf) + _WARMUP_FRAMES
         offsets = _last_frames(mm, s, need)
         if len(offsets) < need:
-            return _mp3_full(path, mm, s, trusted, start_trim)
-        end = offsets[-1] + s.table[(mm[offsets[-1] + 1] << 8) | mm[offsets[-1] + 2]]
-        chunk = _xing_frame(s, _generous(len(offsets))) + mm[offsets[0]:end]
-        data = _sf_read_mp3(path, io.BytesIO(chunk), _generous(len(offsets)) * spf)
+            return _mp3_full(path, mm, s, trusted, start_trim, end_trim)
+        data = _read_frames(path, mm, s, offsets, helper)
         if end_trim:
             data = data[:len(data) - end_trim]
         if len(data) < want:  # the decoder dropped damaged frames: decode it all and cut the end
-            full = _mp3_full(path, mm, s, trusted, start_trim)
+            full = _mp3_full(path, mm, s, trusted, start_trim, end_trim)
             want = min(want, len(full.data))
             return Decoded(full.data[len(full.data) - want:], sr, len(full.data) - want, len(full.data))
         return Decoded(np.ascontiguousarray(data[-want:]), sr, total - want, total)
+
+
+def _read_frames(path: str, mm, s: _Mp3Stream, offsets: list[int], helper: Helper | None = None,
+                 pad: int = 0) -> np.ndarray:
+    """Decode the consecutive frames at ``offsets`` as one stream behind a synthetic Xing frame (which makes
+    mpg123 drop its decoder delay), after ``pad`` rows of zeros.
+
+    With a ``helper`` the first half decodes on another core while this thread decodes the second, starting
+    ``_WARMUP_FRAMES`` early: after them the decoder's state (bit reservoir, overlap, filter bank) is the one a
+    single decode has there, so the joined halves are the single decode's samples.
+    """
+    spf = s.info.samples
+
+    def read(lo: int, hi: int, pad: int = 0) -> np.ndarray:
+        # The stream is copied into memory: far smaller than its decoded samples, and libsndfile reads it
+        # through Python callbacks (one per frame), which a BytesIO answers fastest.
+        last = offsets[hi - 1]
+        end = last + s.table[(mm[last + 1] << 8) | mm[last + 2]]
+        n = _generous(hi - lo)
+        return _sf_read_mp3(path, io.BytesIO(_xing_frame(s, n) + mm[offsets[lo]:end]), n * spf, pad)
+
+    mid = len(offsets) // 2
+    if helper is None or mid < 4 * _WARMUP_FRAMES:
+        return read(0, len(offsets), pad)
+    with helper(read, 0, mid, pad) as first_half:
+        second = read(mid - _WARMUP_FRAMES, len(offsets))
+        first = first_half()
+    # Each decode drops the decoder delay at its start; a half that came back short dropped damaged frames,
+    # and only a single decode knows where its samples belong.
+    cut_first, cut_second = pad + mid * spf - _GAPLESS_DELAY, _WARMUP_FRAMES * spf - _GAPLESS_DELAY
+    if len(first) < cut_first or len(second) < cut_second:
+        return read(0, len(offsets), pad)
+    return np.concatenate([first[:cut_first], second[cut_second:]])
 
 
 def _last_frames(mm, s: _Mp3Stream, count: int) -> list[int]:
@@ -557,30 +599,28 @@ def _last_frames(mm, s: _Mp3Stream, count: int) -> list[int]:
         window *= 2
 
 
-def _mp3_full(path: str, mm, s: _Mp3Stream, trusted: bool, start_trim: int) -> Decoded:
-    """Whole-file MP3 decode with no truncation."""
+def _mp3_full(path: str, mm, s: _Mp3Stream, trusted: bool, start_trim: int, end_trim: int,
+              helper: Helper | None = None) -> Decoded:
+    """Whole-file MP3 decode with no truncation (on two cores with a ``helper``)."""
     sr = s.info.sample_rate
-    if trusted:
+    if trusted and helper is None:
         # mpg123 knows the true length from the Xing header: let libsndfile read the file itself
         data = _sf_read_mp3(path, os.fsencode(path), _max_frames(s) * s.info.samples)
         return Decoded(data, sr, 0, len(data))
     offsets = _scan_frames(mm, s.audio_start, s.audio_end, s.table)
     if not offsets:
         raise AudioError(f"{path}: no complete MPEG audio frame (truncated file?)")
-    last = offsets[-1]
-    end = last + s.table[(mm[last + 1] << 8) | mm[last + 2]]
     # Without a trusted header, mpg123 would stop at its estimate: give it the counted frames in a synthetic
     # Xing frame.  Knowing a count, mpg123 drops its 529-sample decoder delay.  Shift the result onto the
     # timeline a plain decode of this file has: every sample of every frame without a Xing header (as
-    # ffmpeg does too), minus the encoder delay when the file's own (untrusted) Xing/LAME header gives one.
-    # The stream is copied into memory: far smaller than its decoded samples, and libsndfile reads it
-    # through Python callbacks (one per frame), which a BytesIO answers fastest.
-    n = _generous(len(offsets))
+    # ffmpeg does too), minus the encoder delay when the file's own Xing/LAME header gives one, and minus
+    # the end padding a trusted one gives (as mpg123 reading the file itself does).
     shift = start_trim - _GAPLESS_DELAY
-    stream = io.BytesIO(_xing_frame(s, n) + mm[offsets[0]:end])
-    data = _sf_read_mp3(path, stream, n * s.info.samples, pad=max(0, -shift))
+    data = _read_frames(path, mm, s, offsets, helper, pad=max(0, -shift))
     if shift > 0:
         data = data[shift:]
+    if end_trim:
+        data = data[:len(data) - end_trim]
     return Decoded(data, sr, 0, len(data))
 
 

@@ -15,7 +15,7 @@ from ..fingerprint.landmarks import Peaks, query_peaks
 from .classify import ClassifyConfig
 from .embeddings import Vote, classify_vectors, majority_class
 from .match import Candidate, match, speed_grid
-from .parallel import on_spare_core
+from .parallel import on_spare_core, spare_core_free
 from .result import Result
 from .store import IndexReader
 from .verify import combined_p, verify
@@ -179,7 +179,8 @@ class Identifier:
         # An outro stays at the file's rate: the landmarks and the class vote each resample it, in parallel.
         # A whole file or a long stretch is resampled once at load, so its samples take less memory.
         short = 0 < outro_seconds <= self.config.max_query_s
-        return load(path, None if short else self.sample_rate, tail_seconds=outro_seconds or None)
+        return load(path, None if short else self.sample_rate, tail_seconds=outro_seconds or None,
+                    helper=on_spare_core if spare_core_free() else None)
 
     def _scan(self, y: np.ndarray, sr: int, path: str, start_s: float) -> Iterable[Result]:
         """Results of overlapping ``window_s`` windows every ``hop_s`` over ``y`` (matched ranges)."""

@@ -70,10 +70,14 @@ class _Spare:
         self.running = 0          # queries inside on_spare_core, helped or not
         self.pool: ThreadPoolExecutor | None = None
 
+    def free(self, running: int = 0) -> bool:
+        """Whether the core is to lend while ``running`` queries (the asking one included) are inside."""
+        return self.enabled and self.running == running and len(os.sched_getaffinity(0)) >= 2
+
     def lend(self) -> ThreadPoolExecutor | None:
         with self.lock:
             self.running += 1
-            if not self.enabled or self.running > 1 or len(os.sched_getaffinity(0)) < 2:
+            if not self.free(running=1):
                 return None
             if self.pool is None:
                 from threadpoolctl import threadpool_limits
@@ -91,6 +95,12 @@ class _Spare:
 _spare = _Spare()
 # A forked child has the parent's objects but not its threads: it starts with a helper of its own.
 os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare(_spare.enabled)))
+
+
+def spare_core_free() -> bool:
+    """Whether :func:`on_spare_core` would lend a core to a query starting now: for work that is worth
+    splitting only on two cores (a hint; another query may start first, and then the split runs on one)."""
+    return _spare.free()
 
 
 @contextmanager

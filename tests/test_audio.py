@@ -234,6 +234,40 @@ def test_mp3_tail_is_bit_identical_to_full_decode(files):
             np.testing.assert_allclose(t.data, full.data[t.start_frame:], rtol=0, atol=3e-7)
 
 
+def test_mp3_decodes_to_the_same_samples_on_two_cores(files, tmp_path):
+    """With a second core lent, an MP3 decodes as two halves at once; the joined halves are the one-core
+    samples, for a tail and for a short file read whole, with a trusted, a missing or a synthetic Xing header."""
+    from contextlib import contextmanager
+
+    from audioid.index.parallel import on_spare_core
+
+    lent = []
+
+    @contextmanager
+    def helper(fn, *args):
+        lent.append(args)
+        with on_spare_core(fn, *args) as result:
+            yield result
+
+    mpeg2 = tmp_path / "mpeg2.mp3"
+    synth.write_mp3(mpeg2, signal(22050, 12.0, 1, seed=5), 22050, 32)
+    for path in (files["mp3"], files["sf_vbr_xing"], files["sf_vbr_nox"], mpeg2):
+        for tail_s in (10.0, 200.0, None):
+            one = decode(path, tail_s)
+            lent.clear()
+            two = decode(path, tail_s, helper=helper)
+            assert lent or tail_s is None, f"{path.name} {tail_s}: not split"
+            assert (two.sample_rate, two.start_frame, two.total_frames) == \
+                (one.sample_rate, one.start_frame, one.total_frames)
+            np.testing.assert_allclose(two.data, one.data, rtol=0, atol=3e-7)
+    # A file too short to be worth splitting decodes on one core.
+    short = tmp_path / "short.mp3"
+    synth.write_mp3(short, signal(44100, 2.0, 2, seed=6), 44100, 128)
+    lent.clear()
+    np.testing.assert_array_equal(decode(short, 10.0, helper=helper).data, decode(short, 10.0).data)
+    assert not lent
+
+
 @needs_ffmpeg
 @pytest.mark.parametrize("rate,opts", [
     (8000, ["-b:a", "16k"]), (8000, ["-q:a", "7", "-write_xing", "0"]),
