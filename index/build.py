@@ -460,7 +460,10 @@ def _resolve(catalog: Catalog, refs: Sequence[str | int], path: str) -> list[Tra
 
 @contextmanager
 def _catalog_change(path: str) -> Iterator[tuple[dict, int, Catalog]]:
-    """Lock the index for a catalog-only change; yields (manifest, the generation it will commit, catalog)."""
+    """Lock the index for a catalog-only change; yields (manifest, the generation it will commit, catalog).
+
+    Like every writer, it then removes what the index no longer uses, such as an interrupted write's leftovers.
+    """
     path = os.fspath(path)
     read_manifest(path)  # fail before taking the lock if it is not an index
     with writer_lock(path):
@@ -472,6 +475,7 @@ def _catalog_change(path: str) -> Iterator[tuple[dict, int, Catalog]]:
             yield manifest, gen, catalog
         finally:
             catalog.close()
+        collect_garbage(path, read_manifest(path))
 
 
 def remove_from_index(path: str, refs: Sequence[str | int], *, who: str | None = None) -> list[Track]:

@@ -14,7 +14,7 @@ import soundfile as sf
 from audioid import synth
 from audioid.fingerprint.config import LandmarkConfig
 from audioid.fingerprint.landmarks import hash_bits, query_peaks, reference_hashes
-from audioid.index.build import add_to_index, build_index
+from audioid.index.build import add_to_index, build_index, relabel_in_index, remove_from_index
 from audioid.index.check import check_index
 from audioid.index.identify import Identifier
 from audioid.index.match import false_alarms
@@ -160,10 +160,11 @@ def test_rebuild_swaps_atomically_and_collects_garbage(refs, tmp_path):
     assert set(os.listdir(idx / "postings")) == set(new.manifest["segments"])
 
 
-def test_check_and_the_next_write_agree_on_leftovers(refs, tmp_path):
+@pytest.mark.parametrize("write", ["add", "relabel", "remove"])
+def test_check_and_the_next_write_agree_on_leftovers(refs, tmp_path, write):
     specs = reference_specs(str(refs))
     idx = tmp_path / "idx"
-    build_index(specs[:1], idx, jobs=1)
+    build_index(specs[:2], idx, jobs=1)
     m = read_manifest(str(idx))
     leftovers = {".staging-1": "dir", ".MANIFEST.json.tmp1": "file", "catalog-000099.sqlite": "file",
                  "postings/seg-000099-deadbeef": "dir"}
@@ -174,7 +175,10 @@ def test_check_and_the_next_write_agree_on_leftovers(refs, tmp_path):
     rep = check_index(str(idx))
     assert rep.ok, rep.errors
     assert {w.split(":")[0] for w in rep.warnings} == set(leftovers)
-    add_to_index(specs[1:2], idx, jobs=1)
+    # Every writer removes them, catalog-only changes too.
+    {"add": lambda: add_to_index(specs[2:3], idx, jobs=1),
+     "relabel": lambda: relabel_in_index(str(idx), 1, label="renamed"),
+     "remove": lambda: remove_from_index(str(idx), [2])}[write]()
     after = set(os.listdir(idx)) | {f"postings/{n}" for n in os.listdir(idx / "postings")}
     assert not set(leftovers) & after
     assert check_index(str(idx)).warnings == []
@@ -255,8 +259,6 @@ def _query(refs: Path, tmp_path: Path, label: str, start_s: float = 5.0) -> str:
 
 
 def test_remove_and_relabel_take_effect_without_rebuild(refs, tmp_path):
-    from audioid.index.build import relabel_in_index, remove_from_index
-
     idx = tmp_path / "idx"
     build_index(reference_specs(str(refs)), idx, jobs=1, who="tester")
     before = Identifier.open(idx)
@@ -329,8 +331,6 @@ def test_merging_segments_keeps_answers_and_drops_removed_tracks(refs, tmp_path,
 def test_removed_tracks_do_not_inflate_the_no_match_decision(refs, tmp_path):
     # After a removal, the significance of a pile must be what an index without that track gives: the
     # removed frames can hold no hits, so counting them would make chance piles look rarer than they are.
-    from audioid.index.build import remove_from_index
-
     specs = reference_specs(str(refs))
     build_index(specs, tmp_path / "removed", jobs=1)
     remove_from_index(str(tmp_path / "removed"), ["song2", "song3"])
@@ -344,8 +344,6 @@ def test_removed_tracks_do_not_inflate_the_no_match_decision(refs, tmp_path):
 
 
 def test_label_log_survives_rebuild_and_from_log_replays_it(refs, tmp_path):
-    from audioid.index.build import relabel_in_index, remove_from_index
-
     idx = tmp_path / "idx"
     specs = reference_specs(str(refs))
     build_index(specs, idx, jobs=1)
