@@ -90,7 +90,9 @@ def scan_pool(pool: str | os.PathLike, setup: EmbeddingSetup | None = None
         np.savez(os.path.join(pool, CACHE_NAME), names=np.array(names), hashes=np.array([c.content_hash for c in clips]),
                  sizes=np.array([cache[n][0] for n in names]), mtimes=np.array([cache[n][1] for n in names]),
                  vectors=np.stack(vectors))
-    return clips, np.array(vectors, np.float32).reshape(len(clips), -1), failed
+    if not vectors:
+        return clips, np.zeros((0, setup.standardizer.out_dim), np.float32), failed
+    return clips, np.array(vectors, np.float32), failed
 
 
 def export_manifest(log_path: str, out_path: str, pool: str | None = None) -> int:

@@ -46,6 +46,18 @@ def answer_current(s: LabelSession) -> dict:
     return q
 
 
+def test_a_pool_without_readable_clips_is_refused_clearly(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.wav").write_text("not audio")
+    for pool in (empty, tmp_path / "junk"):
+        with pytest.raises(ValueError, match="no readable audio clips"):
+            LabelSession(pool)
+    r = run_cli("label", "--pool", empty, "--port", "65500", timeout=30)
+    assert r.returncode != 0 and "no readable audio clips" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("mode", ["guided", "uncertain", "random"])
 def test_session_labels_everything_correctly(pool, mode):
     s = LabelSession(pool, mode=mode)
