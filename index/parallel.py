@@ -47,11 +47,24 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
         pool.shutdown(cancel_futures=True)
 
 
-def _one_openmp_thread() -> None:
-    # OpenMP's thread count is per calling thread: this limits FAISS in the helper only.
+_openmp = threading.local()
+
+
+def one_openmp_thread() -> None:
+    """Run OpenMP (FAISS) on one thread in the calling thread (once per thread; later calls cost nothing).
+
+    OpenMP's thread count is per thread, and threads started after :func:`single_thread_pools` (a server's
+    request threads, the spare-core helper) do not inherit its limit: each would start an OpenMP team of its
+    own for a one-vector search, whose idle member then spins on a core (about 7 ms of CPU per request in a
+    one-thread server, bench/RESULTS.md).
+    """
+    if getattr(_openmp, "limited", False):
+        return
+    import faiss  # noqa: F401  (loads the OpenMP runtime: the limit reaches only libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="openmp")
+    _openmp.limited = True
 
 
 class _Spare:
@@ -84,7 +97,7 @@ class _Spare:
 
                 threadpool_limits(limits=1, user_api="blas")
                 self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audioid-spare",
-                                               initializer=_one_openmp_thread)
+                                               initializer=one_openmp_thread)
             return self.pool
 
     def done(self) -> None:

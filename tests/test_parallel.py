@@ -92,17 +92,56 @@ def test_processes_that_share_the_cores_lend_no_spare_core():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+# Prepended to the code of the fresh processes below: the pool sizes a thread sees, by threadpoolctl API.
+_POOLS = ("import threading\n"
+          "import faiss, numpy\n"
+          "from threadpoolctl import threadpool_info\n"
+          "def threads(api): return {i['num_threads'] for i in threadpool_info() if i['user_api'] == api}\n")
+
+
+def _in_fresh_process(code: str) -> None:
+    """Run ``code`` in a new interpreter whose thread pools have their default sizes."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    subprocess.run([sys.executable, "-c", _POOLS + code], check=True, timeout=120, env=env)
+
+
 @two_cores
 def test_a_helped_query_runs_on_single_threaded_pools():
     """BLAS or OpenMP threads on top of the two busy halves of a query only contend for the cores."""
-    code = ("import threading\n"
-            "import faiss, numpy\n"
-            "from threadpoolctl import threadpool_info\n"
-            "from audioid.index.parallel import on_spare_core\n"
-            "def threads(api): return {i['num_threads'] for i in threadpool_info() if i['user_api'] == api}\n"
-            "assert threads('blas') != {1} and threads('openmp') != {1}\n"
-            "with on_spare_core(lambda: (threads('blas'), threads('openmp'))) as get: blas, omp = get()\n"
-            "assert blas == {1} and omp == {1}, (blas, omp)\n"
-            "assert threads('blas') == {1}          # for good: limiting per query costs what it saves\n")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env)
+    _in_fresh_process(
+        "from audioid.index.parallel import on_spare_core\n"
+        "assert threads('blas') != {1} and threads('openmp') != {1}\n"
+        "with on_spare_core(lambda: (threads('blas'), threads('openmp'))) as get: blas, omp = get()\n"
+        "assert blas == {1} and omp == {1}, (blas, omp)\n"
+        "assert threads('blas') == {1}          # for good: limiting per query costs what it saves\n")
+
+
+@two_cores
+def test_server_request_threads_run_openmp_on_one_thread(tmp_path):
+    """OpenMP's limit is per thread, so threads started after single_thread_pools() (a server's request
+    threads) need their own: a one-vector FAISS search there otherwise leaves an OpenMP thread spinning."""
+    _in_fresh_process(
+        "from audioid.index.parallel import one_openmp_thread, single_thread_pools\n"
+        "def in_thread(fn):\n"
+        "    out = []\n"
+        "    t = threading.Thread(target=lambda: out.append(fn())); t.start(); t.join()\n"
+        "    return out[0]\n"
+        "def limited():\n"
+        "    one_openmp_thread(); one_openmp_thread()\n"
+        "    return threads('openmp')\n"
+        "single_thread_pools()\n"
+        "assert threads('openmp') == {1}\n"
+        "assert in_thread(lambda: threads('openmp')) != {1}   # a later thread: the limit does not reach it\n"
+        "assert in_thread(limited) == {1}\n")
+    # Both HTTP apps set it up in every request thread.
+    import soundfile as sf
+
+    from audioid import synth
+    from audioid.api import create_app
+    from audioid.api.labelling import create_label_app
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    sf.write(pool / "clip.wav", synth.music_track(1, 3.0, 16000), 16000)
+    for app in (create_app(str(tmp_path / "no-index")), create_label_app(str(pool))):
+        assert parallel.one_openmp_thread in app.before_request_funcs[None]
