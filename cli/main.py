@@ -299,8 +299,8 @@ def _safe_stdout() -> None:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Output format [default: table on a terminal, jsonl otherwise].")
 @click.option("--outro-seconds", type=click.FloatRange(min=0), default=None, metavar="N",
-              help="Seconds analysed at the end of each file; 0 = whole file "
-                   "[default: 10; the whole file with --all-matches].")
+              help="Seconds of sound analysed at the end of each file (trailing silence is read past); "
+                   "0 = whole file [default: 10; the whole file with --all-matches].")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Worker processes; output stays in input order.")
 @click.option("--all-matches", is_flag=True, help="One record per track found in each file, with its time range.")

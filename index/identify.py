@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..fingerprint.audio import AudioError, load, resample
+from ..fingerprint.audio import Audio, AudioError, load, resample, trailing_silence
 from ..fingerprint.landmarks import Peaks, query_peaks
 from .classify import ClassifyConfig
 from .embeddings import Vote, classify_vectors, majority_class
@@ -57,6 +57,10 @@ class MatchConfig:
         A match the votes accept only weakly (false-alarm expectation between ``stop_false_alarms`` and
         ``max_false_alarms``) is rejected when that check's p-value is above this: its peaks line up no better
         than chance (1 = never).
+    skip_silence_s, max_silence_s : float
+        An outro is the last seconds of *sound*: trailing silence of at least ``skip_silence_s`` (0 = never) is
+        left out, unless it lasts ``max_silence_s`` or more: then the file's last seconds are analysed as they
+        are.
     """
 
     max_speed_change: float = 0.03
@@ -71,6 +75,8 @@ class MatchConfig:
     first_hits: float = 3.0
     verify_p: float = 1e-5
     veto_p: float = 0.5
+    skip_silence_s: float = 1.0
+    max_silence_s: float = 600.0
 
 
 def confidence(false_alarms: float, threshold: float) -> float:
@@ -182,6 +188,31 @@ class Identifier:
         return load(path, None if short else self.sample_rate, tail_seconds=outro_seconds or None,
                     helper=on_spare_core if spare_core_free() else None)
 
+    def _load_outro(self, path: str, outro_seconds: float) -> Audio:
+        """The last ``outro_seconds`` of sound in the file: trailing silence (dead air after the outro, see
+        :func:`trailing_silence`) of at least ``skip_silence_s`` is read past, up to ``max_silence_s`` of it."""
+        last = audio = self._load(path, outro_seconds)
+        mc = self.config
+        if not mc.skip_silence_s:
+            return audio
+        # The usual case first, cheaply: sound within the last skip_silence_s.
+        if trailing_silence(audio.samples[-int(mc.skip_silence_s * audio.sample_rate):],
+                            audio.sample_rate) < mc.skip_silence_s:
+            return audio
+        quiet = trailing_silence(audio.samples, audio.sample_rate)
+        # Read further back until the sound before the silence fills the window (or the file starts there).
+        while audio.start_s > 0 and len(audio.samples) / audio.sample_rate - quiet < outro_seconds:
+            if quiet >= mc.max_silence_s:
+                return last
+            audio = self._load(path, outro_seconds + quiet + 1.0)
+            quiet = trailing_silence(audio.samples, audio.sample_rate)
+        sr = audio.sample_rate
+        end = len(audio.samples) - int(round(quiet * sr))
+        if end <= 0:        # silent throughout
+            return last
+        start = max(0, end - int(round(outro_seconds * sr)))
+        return replace(audio, samples=audio.samples[start:end], start_s=audio.start_s + start / sr)
+
     def _scan(self, y: np.ndarray, sr: int, path: str, start_s: float) -> Iterable[Result]:
         """Results of overlapping ``window_s`` windows every ``hop_s`` over ``y`` (matched ranges)."""
         win, hop = int(self.config.window_s * sr), int(self.config.hop_s * sr)
@@ -196,7 +227,7 @@ class Identifier:
         confident match is reported, with the stretch of the file it covers.
         """
         try:
-            audio = self._load(path, outro_seconds)
+            audio = self._load_outro(path, outro_seconds) if outro_seconds else self._load(path, 0.0)
         except AudioError as e:
             return Result(path=path, status="error", error=str(e))
         y, sr = audio.samples, audio.sample_rate

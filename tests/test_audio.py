@@ -19,7 +19,7 @@ import soundfile as sf
 
 from audioid import synth
 from audioid.fingerprint import decode as dec
-from audioid.fingerprint.audio import Audio, AudioError, chunks_from_end, load
+from audioid.fingerprint.audio import Audio, AudioError, chunks_from_end, load, trailing_silence
 from audioid.fingerprint.decode import decode
 
 FFMPEG = shutil.which("ffmpeg") and shutil.which("ffprobe")
@@ -232,6 +232,18 @@ def test_mp3_tail_is_bit_identical_to_full_decode(files):
             assert t.total_frames == full.total_frames
             # identical but for an occasional last-bit rounding difference in mpg123's synthesis
             np.testing.assert_allclose(t.data, full.data[t.start_frame:], rtol=0, atol=3e-7)
+
+
+def test_trailing_silence_counts_the_quiet_frames_at_the_end():
+    sr = 8000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr).astype(np.float32)
+    dither = np.random.default_rng(0).uniform(-1e-4, 1e-4, 2 * sr).astype(np.float32)   # -80 dBFS
+    assert trailing_silence(tone, sr) == 0.0
+    assert trailing_silence(np.concatenate([tone, dither]), sr) == pytest.approx(2.0, abs=0.05)
+    assert trailing_silence(np.concatenate([tone[:7], np.zeros(sr, np.float32)]), sr) == pytest.approx(1.0, abs=0.05)
+    assert trailing_silence(dither, sr) == 2.0 and trailing_silence(np.zeros(0, np.float32), sr) == 0.0
+    # -50 dBFS hiss is sound, not silence
+    assert trailing_silence(np.concatenate([tone, 10 * dither + 3e-3]), sr) == 0.0
 
 
 def test_mp3_decodes_to_the_same_samples_on_two_cores(files, tmp_path):

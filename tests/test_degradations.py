@@ -7,6 +7,7 @@ Music that is not in the index and speech alone must come back ``no_match``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -102,3 +103,31 @@ def test_speech_only_is_no_match(library, ident, tmp_path, seed):
     y = synth.speech_like(500 + seed, 14.0, SR)
     r = ident.identify_file(_write(tmp_path, f"speech-{seed}", y, SR, None))
     assert r.status == "no_match", f"speech {seed}: {r.label} score={r.score} confidence={r.confidence}"
+
+
+@pytest.mark.parametrize("silence_s", [3.0, 25.0, 90.0])
+def test_dead_air_after_the_outro_is_read_past(library, ident, tmp_path, silence_s):
+    """A recording that ends in silence (dither at -80 dBFS) is identified by the outro before it, as an MP3
+    whose tail is read further back; the record says which stretch was analysed."""
+    label = "track3"
+    rng = np.random.default_rng(7)
+    dead_air = rng.uniform(-1e-4, 1e-4, int(silence_s * SR)).astype(np.float32)
+    y = np.concatenate([outro_recording(library, label, seconds=12.0), dead_air])
+    path = _write(tmp_path, f"dead-air-{silence_s:g}", y, SR, 128)
+    r = ident.identify_file(path, outro_seconds=10.0)
+    assert (r.status, r.label) == ("match", label), f"{r.status} {r.label} score={r.score}"
+    end = len(y) / SR - silence_s
+    assert r.query_end_s == pytest.approx(end, abs=0.15) and r.query_start_s == pytest.approx(end - 10, abs=0.15)
+    assert r.offset_s == pytest.approx(library.duration(label) - 10, abs=0.15)
+    # Without skipping it, the window is mostly or only silence.
+    plain = Identifier(ident.reader, replace(ident.config, skip_silence_s=0.0))
+    r0 = plain.identify_file(path, outro_seconds=10.0)
+    assert r0.query_end_s == pytest.approx(len(y) / SR, abs=0.1)
+    if silence_s > 10:
+        assert r0.status == "no_match"
+
+
+def test_a_silent_file_is_no_match(ident, tmp_path):
+    path = _write(tmp_path, "silent", np.zeros(30 * SR, np.float32), SR, 128)
+    r = ident.identify_file(path)
+    assert r.status == "no_match" and r.error is None
