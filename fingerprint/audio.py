@@ -144,31 +144,18 @@ SILENCE_DBFS = -60.0
 
 
 def trailing_silence(y: np.ndarray, sample_rate: int, *, frame_s: float = 0.05) -> float:
-    """Seconds of silence at the end of ``y``: the whole ``frame_s`` frames, counted back from the end, whose
-    peak stays below :data:`SILENCE_DBFS` (all of ``y`` when it is silent throughout).
-
-    Parameters
-    ----------
-    y : np.ndarray
-        Mono samples.
-    sample_rate : int
-        Rate of ``y`` in Hz.
-    frame_s : float
-        Frame length; silence is measured in whole frames (the partial frame at the start of ``y`` included).
-    """
-    n = max(1, int(round(frame_s * sample_rate)))
-    y = np.asarray(y)
+    """Seconds of silence at the end of mono ``y`` (at ``sample_rate`` Hz): the whole ``frame_s`` frames,
+    counted back from the end, whose peak stays below :data:`SILENCE_DBFS`; all of ``y`` when it is silent
+    throughout, 0 when its last frame is not."""
     if not len(y):
         return 0.0
-    # Frames aligned on the end, so the count is exact there; the partial frame is the first one.
-    head = len(y) % n
-    peaks = np.abs(y[head:]).reshape(-1, n).max(axis=1) if len(y) >= n else np.zeros(0)
-    loud = np.flatnonzero(peaks >= 10.0 ** (SILENCE_DBFS / 20.0))
-    if len(loud):
-        return (len(peaks) - 1 - int(loud[-1])) * n / sample_rate
-    if head and np.abs(y[:head]).max() >= 10.0 ** (SILENCE_DBFS / 20.0):
-        return len(peaks) * n / sample_rate
-    return len(y) / sample_rate
+    n = max(1, int(round(frame_s * sample_rate)))
+    # Frames end where y ends: the front is padded with silence to whole frames.
+    padded = np.concatenate([np.zeros(-len(y) % n, np.float32), np.abs(np.asarray(y, np.float32))])
+    loud = np.flatnonzero(padded.reshape(-1, n).max(axis=1) >= 10.0 ** (SILENCE_DBFS / 20.0))
+    if not len(loud):
+        return len(y) / sample_rate
+    return (len(padded) // n - 1 - int(loud[-1])) * n / sample_rate
 
 
 def chunks_from_end(y: np.ndarray, sample_rate: int, seconds: float = 10.0, *, keep_short: bool = False
