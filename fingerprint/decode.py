@@ -419,8 +419,7 @@ def _probe_mp3(path: str, f, mm, size: int) -> _Mp3Stream | None:
     if info.layer != 3:
         return None
     frame = mm[pos:pos + info.length]
-    side = (17 if info.mono else 32) if info.version == 3 else (9 if info.mono else 17)
-    x = 4 + (0 if hdr[1] & 1 else 2) + side
+    x = 4 + (0 if hdr[1] & 1 else 2) + _side_info_bytes(info.version, info.mono)
     if frame[x:x + 4] in (b"Xing", b"Info"):
         flags = struct.unpack(">I", frame[x + 4:x + 8])[0]
         o = x + 8
@@ -481,6 +480,23 @@ def _cbr_frames(s: _Mp3Stream, mm, last_offset: int) -> int | None:
     return round(span / mean) + 1
 
 
+def _side_info_bytes(version: int, mono: bool) -> int:
+    """Length of a layer III frame's side information (after its header and CRC)."""
+    return (17 if mono else 32) if version == 3 else (9 if mono else 17)
+
+
+def _mute_first_frame(chunk: bytearray, at: int, s: _Mp3Stream) -> None:
+    """Zero the side information of the frame at ``at`` in ``chunk``, the first of a chunk cut from the middle of
+    a stream: it then decodes as silence instead of reaching back into bit-reservoir bytes the chunk does not
+    hold (mpg123 reports each such frame on stderr), and its bytes still fill the reservoir of the frames after
+    it.  It is a warm-up frame, whose samples are dropped anyway.  (Zeroing more frames than this one makes
+    mpg123 report failed dequantizations instead.)  A CRC-protected frame is left as it is: zeroing would break
+    its checksum."""
+    if chunk[at + 1] & 1:              # no CRC after the header
+        side = _side_info_bytes(s.info.version, (chunk[at + 3] >> 6) == 3)
+        chunk[at + 4:at + 4 + side] = bytes(side)
+
+
 def _xing_frame(s: _Mp3Stream, n_frames: int) -> bytes:
     """A silent layer III frame holding only a Xing header with ``n_frames``.
 
@@ -489,8 +505,7 @@ def _xing_frame(s: _Mp3Stream, n_frames: int) -> bytes:
     """
     b1 = s.header[1] | 1           # no CRC
     b3 = s.header[3]
-    mono = (b3 >> 6) == 3
-    side = (17 if mono else 32) if s.info.version == 3 else (9 if mono else 17)
+    side = _side_info_bytes(s.info.version, (b3 >> 6) == 3)
     for br_idx in range(1, 15):    # smallest frame that holds the side info and the tag
         b2 = (br_idx << 4) | (s.header[2] & 0x0C)
         length = _header_length(0xFF, b1, b2)
@@ -569,7 +584,11 @@ def _read_frames(path: str, mm, s: _Mp3Stream, offsets: list[int], helper: Helpe
         last = offsets[hi - 1]
         end = last + s.table[(mm[last + 1] << 8) | mm[last + 2]]
         n = _generous(hi - lo)
-        return _sf_read_mp3(path, io.BytesIO(_xing_frame(s, n) + mm[offsets[lo]:end]), n * spf, pad)
+        xing = _xing_frame(s, n)
+        chunk = bytearray(xing) + mm[offsets[lo]:end]
+        if offsets[lo] != s.audio_start:
+            _mute_first_frame(chunk, len(xing), s)
+        return _sf_read_mp3(path, io.BytesIO(chunk), n * spf, pad)
 
     mid = len(offsets) // 2
     if helper is None or mid < 4 * _WARMUP_FRAMES:
