@@ -32,9 +32,10 @@ import stat
 import struct
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -579,8 +580,7 @@ def _read_frames(path: str, mm, s: _Mp3Stream, offsets: list[int], helper: Helpe
     spf = s.info.samples
 
     def read(lo: int, hi: int, pad: int = 0) -> np.ndarray:
-        # The stream is copied into memory: far smaller than its decoded samples, and libsndfile reads it
-        # through Python callbacks (one per frame), which a BytesIO answers fastest.
+        # The stream is copied into memory: far smaller than its decoded samples.
         last = offsets[hi - 1]
         end = last + s.table[(mm[last + 1] << 8) | mm[last + 2]]
         n = _generous(hi - lo)
@@ -588,7 +588,8 @@ def _read_frames(path: str, mm, s: _Mp3Stream, offsets: list[int], helper: Helpe
         chunk = bytearray(xing) + mm[offsets[lo]:end]
         if offsets[lo] != s.audio_start:
             _mute_first_frame(chunk, len(xing), s)
-        return _sf_read_mp3(path, io.BytesIO(chunk), n * spf, pad)
+        with _in_memory(chunk) as source:
+            return _sf_read_mp3(path, source, n * spf, pad)
 
     mid = len(offsets) // 2
     if helper is None or mid < 4 * _WARMUP_FRAMES:
@@ -855,8 +856,28 @@ def _read_blocks(f, keep: int | None) -> tuple[np.ndarray, int]:
     return data, tail.total
 
 
+@contextmanager
+def _in_memory(data: bytes | bytearray) -> Iterator[int | io.BytesIO]:
+    """``data`` as a file libsndfile can open: an anonymous in-memory file (Linux), which it reads in C with the
+    GIL released, so two halves of a tail decode truly at once; elsewhere a BytesIO, which it reads through
+    Python callbacks (one per frame, each taking the GIL)."""
+    if not hasattr(os, "memfd_create"):
+        yield io.BytesIO(data)
+        return
+    fd = os.memfd_create("audioid-mp3", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
-    """Decode an MPEG stream (path or file-like) through libsndfile in a single read of at most ``limit`` frames.
+    """Decode an MPEG stream (path, file descriptor or file-like) through libsndfile in one read of at most
+    ``limit`` frames.
 
     ``pad`` rows of zeros come first (read straight into one buffer: no copy of a long decode).
 
@@ -868,7 +889,7 @@ def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
     import soundfile as sf
 
     try:
-        with sf.SoundFile(source) as f:
+        with sf.SoundFile(source, closefd=False) as f:
             n = min(f.frames, limit) if 0 < f.frames < (1 << 62) else limit
             out = np.empty((pad + n, f.channels), np.float32)
             out[:pad] = 0
