@@ -60,7 +60,8 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     """The OpenAPI 3.1 document of an app with this configuration (which operations need the token)."""
     identify_params = [
         _param("outro_seconds", "query", {"type": "number", "minimum": 0, "maximum": MAX_OUTRO_S, "default": 10},
-               "Seconds analysed at the end of the file; 0 analyses the whole file."),
+               "Seconds of sound analysed at the end of the file (trailing silence is read past); 0 analyses "
+               "the whole file."),
         _param("top", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "default": 3},
                "How many similar reference tracks to list in ``neighbours``."),
     ]
