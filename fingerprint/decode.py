@@ -861,18 +861,21 @@ def _in_memory(data: bytes | bytearray) -> Iterator[int | io.BytesIO]:
     """``data`` as a file libsndfile can open: an anonymous in-memory file (Linux), which it reads in C with the
     GIL released, so two halves of a tail decode truly at once; elsewhere a BytesIO, which it reads through
     Python callbacks (one per frame, each taking the GIL)."""
-    if not hasattr(os, "memfd_create"):
-        yield io.BytesIO(data)
-        return
-    fd = os.memfd_create("audioid-mp3", os.MFD_CLOEXEC)
+    fd = None
     try:
+        fd = os.memfd_create("audioid-mp3", os.MFD_CLOEXEC)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
-        yield fd
+        source: int | io.BytesIO = fd
+    except (AttributeError, OSError):    # not Linux, a sandbox that forbids it, or no memory for it
+        source = io.BytesIO(data)
+    try:
+        yield source
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _sf_read_mp3(path: str, source, limit: int, pad: int = 0) -> np.ndarray:
