@@ -15,7 +15,8 @@ R = TypeVar("R")
 
 
 def single_thread_pools() -> None:
-    """Limit this process' BLAS and OpenMP (FAISS) pools to one thread, and lend it no spare core.
+    """Limit this process' BLAS pools and this thread's OpenMP (FAISS) pool to one thread, and lend the process
+    no spare core.  Threads started later limit their own OpenMP with :func:`one_openmp_thread`.
 
     For workers and servers whose processes or threads already fill the cores: pools of their own only spin
     waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md), and a query's helper
