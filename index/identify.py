@@ -200,11 +200,12 @@ class Identifier:
                             audio.sample_rate) < mc.skip_silence_s:
             return audio
         quiet = trailing_silence(audio.samples, audio.sample_rate)
-        # Read further back until the sound before the silence fills the window (or the file starts there).
-        while audio.start_s > 0 and len(audio.samples) / audio.sample_rate - quiet < outro_seconds:
+        # Read further back until the sound before the silence fills the window (or the file starts there); a
+        # window that is silent throughout doubles, so a long silence costs a few reads, not one per window.
+        while audio.start_s > 0 and (read_s := len(audio.samples) / audio.sample_rate) - quiet < outro_seconds:
             if quiet >= mc.max_silence_s:
                 return last
-            audio = self._load(path, outro_seconds + quiet + 1.0)
+            audio = self._load(path, max(outro_seconds + quiet + 1.0, 2.0 * read_s if quiet >= read_s else 0.0))
             quiet = trailing_silence(audio.samples, audio.sample_rate)
         sr = audio.sample_rate
         end = len(audio.samples) - int(round(quiet * sr))
