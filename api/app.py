@@ -30,7 +30,7 @@ from audioid.index.build import add_to_index, relabel_in_index, remove_from_inde
 from audioid.index.catalog import CLASSES, Track
 from audioid.index.identify import Identifier
 from audioid.index.live import LiveIndex
-from audioid.index.parallel import one_openmp_thread, single_thread_pools
+from audioid.index.parallel import single_thread_pools
 from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
@@ -138,7 +138,6 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
     app.json.sort_keys = False          # records keep the CLI's field order
     app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_upload_mb"] * 1e6)
     app.extensions["audioid"] = {"live": live, "config": cfg, "upload_dir": upload_dir}
-    app.before_request(one_openmp_thread)   # request threads search one vector at a time
     weakref.finalize(app, _shut_down, live, upload_dir)
 
     def public(message: str) -> str:

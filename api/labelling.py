@@ -12,7 +12,6 @@ import os
 from flask import Flask, abort, jsonify, request, send_file
 
 from ..index.labelling import LabelSession, StaleAnswer
-from ..index.parallel import one_openmp_thread
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
@@ -33,7 +32,6 @@ def create_label_app(pool: str | os.PathLike | LabelSession, index: str | os.Pat
     app = Flask(__name__, static_folder=STATIC, static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024       # answers are tiny JSON bodies
     app.config["label_session"] = session
-    app.before_request(one_openmp_thread)   # the index's kNN guess searches one vector at a time
 
     def body(*keys: str) -> list[str]:
         data = request.get_json(silent=True) or {}

@@ -21,14 +21,13 @@ from typing import Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import read_truth, same_file  # noqa: E402
 
-from audioid.fingerprint.audio import load  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
 from audioid.index.verify import combined_p, verify  # noqa: E402
 
 
 def evidence(ident: Identifier, path: str, outro_seconds: float) -> dict | None:
     """Top candidate of one query as the identifier sees it before deciding, or None when there is none."""
-    audio = load(path, None, tail_seconds=outro_seconds or None)
+    audio = ident.load_outro(path, outro_seconds)
     peaks, cand = ident.candidate(audio.samples, audio.sample_rate)
     if cand is None:
         return None
@@ -51,7 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [r for r in read_truth(args.truth) if wanted is None or r.condition in wanted]
     ident = Identifier.open(args.index)
     mc = ident.config
-    need = combined_p(1.0, mc.verify_p)
     records = []
     for row in rows:
         ev = evidence(ident, row.query_path, args.outro_seconds)
@@ -72,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return (f"  {r['condition']:<14} {os.path.basename(r['query_path'])}: votes {r['votes']:>3}, false alarms "
                 f"{r['false_alarms']:.2g}, peak check p {p}, combined {comb} ({top})")
 
-    print(f"decision: match when false alarms < {mc.max_false_alarms:g}, or combined < {need:.3g} "
+    print(f"decision: match when false alarms < {mc.max_false_alarms:g}, or combined < {mc.rescue_p:.3g} "
           f"(= peak check p {mc.verify_p:g} alone)")
     pos = [r for r in records if not r["negative"]]
     weak = [r for r in pos if r.get("false_alarms", float("inf")) >= mc.max_false_alarms]

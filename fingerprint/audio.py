@@ -150,9 +150,12 @@ def trailing_silence(y: np.ndarray, sample_rate: int, *, frame_s: float = 0.05) 
     if not len(y):
         return 0.0
     n = max(1, int(round(frame_s * sample_rate)))
+    level = 10.0 ** (SILENCE_DBFS / 20.0)
+    if np.abs(y[-n:]).max() >= level:   # the usual case, decided by the last frame alone
+        return 0.0
     # Frames end where y ends: the front is padded with silence to whole frames.
     padded = np.concatenate([np.zeros(-len(y) % n, np.float32), np.abs(np.asarray(y, np.float32))])
-    loud = np.flatnonzero(padded.reshape(-1, n).max(axis=1) >= 10.0 ** (SILENCE_DBFS / 20.0))
+    loud = np.flatnonzero(padded.reshape(-1, n).max(axis=1) >= level)
     if not len(loud):
         return len(y) / sample_rate
     return (len(padded) // n - 1 - int(loud[-1])) * n / sample_rate

@@ -78,6 +78,12 @@ class MatchConfig:
     skip_silence_s: float = 1.0
     max_silence_s: float = 600.0
 
+    @property
+    def rescue_p(self) -> float:
+        """The combined p-value (:func:`index.verify.combined_p`) below which a rejected candidate is a match:
+        what ``verify_p`` gives with no evidence from the votes."""
+        return combined_p(1.0, self.verify_p)
+
 
 def confidence(false_alarms: float, threshold: float) -> float:
     """0..1 from a pile's false-alarm expectation: 0.5 at the decision threshold, near 1 far below it."""
@@ -158,9 +164,9 @@ class Identifier:
             p = verify(peaks, cand, self.reader.segments, lcfg, mc.max_postings)
             if p is not None and rejected:
                 # The check alone must reach verify_p; what the votes add (a narrow rejection) counts too.
-                both, need = combined_p(cand.false_alarms, p), combined_p(1.0, mc.verify_p)
-                if both < need:
-                    rejected, conf = False, confidence(both, need)
+                both = combined_p(cand.false_alarms, p)
+                if both < mc.rescue_p:
+                    rejected, conf = False, confidence(both, mc.rescue_p)
             elif p is not None and p > mc.veto_p:
                 rejected, conf = True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
         if rejected:
@@ -188,24 +194,21 @@ class Identifier:
         return load(path, None if short else self.sample_rate, tail_seconds=outro_seconds or None,
                     helper=on_spare_core if spare_core_free() else None)
 
-    def _load_outro(self, path: str, outro_seconds: float) -> Audio:
-        """The last ``outro_seconds`` of sound in the file: trailing silence (dead air after the outro, see
-        :func:`trailing_silence`) of at least ``skip_silence_s`` is read past, up to ``max_silence_s`` of it."""
+    def load_outro(self, path: str, outro_seconds: float = 10.0) -> Audio:
+        """The audio :meth:`identify_file` analyses: the last ``outro_seconds`` of *sound* in the file (0 = the
+        whole file).  Trailing silence (dead air after the outro, see :func:`trailing_silence`) of at least
+        ``skip_silence_s`` is read past, unless it lasts ``max_silence_s`` or more."""
         last = audio = self._load(path, outro_seconds)
         mc = self.config
-        if not mc.skip_silence_s:
+        quiet = trailing_silence(audio.samples, audio.sample_rate) if outro_seconds else 0.0
+        if quiet < mc.skip_silence_s or not mc.skip_silence_s:
             return audio
-        # The usual case first, cheaply: sound within the last skip_silence_s.
-        if trailing_silence(audio.samples[-int(mc.skip_silence_s * audio.sample_rate):],
-                            audio.sample_rate) < mc.skip_silence_s:
-            return audio
-        quiet = trailing_silence(audio.samples, audio.sample_rate)
         # Read further back until the sound before the silence fills the window (or the file starts there); a
         # window that is silent throughout doubles, so a long silence costs a few reads, not one per window.
-        while audio.start_s > 0 and (read_s := len(audio.samples) / audio.sample_rate) - quiet < outro_seconds:
+        while audio.start_s > 0 and len(audio.samples) / audio.sample_rate - quiet < outro_seconds:
             if quiet >= mc.max_silence_s:
                 return last
-            audio = self._load(path, max(outro_seconds + quiet + 1.0, 2.0 * read_s if quiet >= read_s else 0.0))
+            audio = self._load(path, max(outro_seconds + quiet + 1.0, 2.0 * quiet))
             quiet = trailing_silence(audio.samples, audio.sample_rate)
         sr = audio.sample_rate
         end = len(audio.samples) - int(round(quiet * sr))
@@ -228,7 +231,7 @@ class Identifier:
         confident match is reported, with the stretch of the file it covers.
         """
         try:
-            audio = self._load_outro(path, outro_seconds) if outro_seconds else self._load(path, 0.0)
+            audio = self.load_outro(path, outro_seconds)
         except AudioError as e:
             return Result(path=path, status="error", error=str(e))
         y, sr = audio.samples, audio.sample_rate

@@ -15,8 +15,10 @@ R = TypeVar("R")
 
 
 def single_thread_pools() -> None:
-    """Limit this process' BLAS pools and this thread's OpenMP (FAISS) pool to one thread, and lend the process
-    no spare core.  Threads started later limit their own OpenMP with :func:`one_openmp_thread`.
+    """Limit this process' BLAS and OpenMP (FAISS) pools to one thread, and lend it no spare core.
+
+    OpenMP's limit is per thread: threads started later (a server's request threads) take it up at their first
+    FAISS search (:func:`openmp_as_the_process`).
 
     For workers and servers whose processes or threads already fill the cores: pools of their own only spin
     waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md), and a query's helper
@@ -26,6 +28,7 @@ def single_thread_pools() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+    _openmp.limited = True
     _spare.enabled = False
 
 
@@ -52,13 +55,7 @@ _openmp = threading.local()
 
 
 def one_openmp_thread() -> None:
-    """Run OpenMP (FAISS) on one thread in the calling thread (once per thread; later calls cost nothing).
-
-    OpenMP's thread count is per thread, and threads started after :func:`single_thread_pools` (a server's
-    request threads, the spare-core helper) do not inherit its limit: each would start an OpenMP team of its
-    own for a one-vector search, whose idle member then spins on a core (about 7 ms of CPU per request in a
-    one-thread server, bench/RESULTS.md).
-    """
+    """Run OpenMP (FAISS) on one thread in the calling thread (once per thread; later calls cost nothing)."""
     if getattr(_openmp, "limited", False):
         return
     import faiss  # noqa: F401  (loads the OpenMP runtime: the limit reaches only libraries already loaded)
@@ -109,6 +106,18 @@ class _Spare:
 _spare = _Spare()
 # A forked child has the parent's objects but not its threads: it starts with a helper of its own.
 os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare(_spare.enabled)))
+
+
+def openmp_as_the_process() -> None:
+    """Call before an OpenMP (FAISS) call: in a process :func:`single_thread_pools` set up, the calling thread
+    runs OpenMP on one thread too.
+
+    OpenMP's thread count is per thread, and threads started after the limit (a server's request threads) do
+    not inherit it: each would start an OpenMP team of its own for a one-vector search, whose idle member then
+    spins on a core (about 10 ms of CPU per request in a one-thread server, bench/RESULTS.md).
+    """
+    if not _spare.enabled:
+        one_openmp_thread()
 
 
 def spare_core_free() -> bool:

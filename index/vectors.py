@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .parallel import openmp_as_the_process
+
 WINDOW_BITS = 20          # vector id = track_id << WINDOW_BITS | window number
 FILENAME = "vectors.faiss"
 # Search-time accuracy of approximate types, measured by bench/vectors.py (1M clustered vectors, 32 dims, one
@@ -163,6 +165,7 @@ class VectorSegment:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, vector ids), each ``(n_queries, k)``; missing results have id -1."""
+        openmp_as_the_process()
         return self.index.search(_as_float32(queries), k)
 
 

@@ -117,31 +117,25 @@ def test_a_helped_query_runs_on_single_threaded_pools():
 
 
 @two_cores
-def test_server_request_threads_run_openmp_on_one_thread(tmp_path):
-    """OpenMP's limit is per thread, so threads started after single_thread_pools() (a server's request
-    threads) need their own: a one-vector FAISS search there otherwise leaves an OpenMP thread spinning."""
+def test_server_request_threads_run_openmp_on_one_thread():
+    """OpenMP's limit is per thread, so a thread started after single_thread_pools() (a server's request thread)
+    takes it up at its first vector search: a one-vector FAISS search there otherwise leaves an OpenMP thread
+    spinning."""
     _in_fresh_process(
-        "from audioid.index.parallel import one_openmp_thread, single_thread_pools\n"
+        "from audioid.index.parallel import single_thread_pools\n"
+        "from audioid.index.vectors import VectorSegment, build_faiss\n"
+        "seg = VectorSegment('x', build_faiss(numpy.eye(8, dtype='float32'), numpy.arange(8), 'Flat'))\n"
         "def in_thread(fn):\n"
         "    out = []\n"
         "    t = threading.Thread(target=lambda: out.append(fn())); t.start(); t.join()\n"
         "    return out[0]\n"
-        "def limited():\n"
-        "    one_openmp_thread(); one_openmp_thread()\n"
-        "    return threads('openmp')\n"
+        "def search():\n"
+        "    before = threads('openmp')\n"
+        "    seg.search(numpy.eye(8, dtype='float32')[:1], 3)\n"
+        "    return before, threads('openmp')\n"
+        "before, after = in_thread(search)\n"
+        "assert before != {1} and after != {1}, (before, after)   # a process that did not ask: untouched\n"
         "single_thread_pools()\n"
         "assert threads('openmp') == {1}\n"
-        "assert in_thread(lambda: threads('openmp')) != {1}   # a later thread: the limit does not reach it\n"
-        "assert in_thread(limited) == {1}\n")
-    # Both HTTP apps set it up in every request thread.
-    import soundfile as sf
-
-    from audioid import synth
-    from audioid.api import create_app
-    from audioid.api.labelling import create_label_app
-
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    sf.write(pool / "clip.wav", synth.music_track(1, 3.0, 16000), 16000)
-    for app in (create_app(str(tmp_path / "no-index")), create_label_app(str(pool))):
-        assert parallel.one_openmp_thread in app.before_request_funcs[None]
+        "before, after = in_thread(search)\n"
+        "assert before != {1} and after == {1}, (before, after)   # a later thread: limited at its search\n")
