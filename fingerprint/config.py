@@ -58,9 +58,16 @@ class LandmarkConfig:
     verify_peaks_per_s : float
         The strongest reference peaks kept per second for verifying weak candidates peak by peak (0: none;
         about 2 bytes each in the index).
+    level_weight : float
+        Peaks are ranked by prominence plus this times their level against a pink-noise slope (dB full scale
+        + 10 log10(f / 1 kHz)): of two equally prominent partials, the one louder than broadband noise would
+        be there is the one a noisy query still shows.
+    ref_target_pool : int
+        A reference anchor is paired with its ``ref_fanout`` best-ranked targets among the this many nearest
+        in time (``ref_fanout``: simply the nearest), so fewer of its pairs depend on a weak peak.
     """
 
-    version: int = 1
+    version: int = 2
     sample_rate: int = 8000
     n_fft: int = 2048
     hop_length: int = 256
@@ -82,6 +89,8 @@ class LandmarkConfig:
     freq_quant: int = 2
     persist_frames: int = 3
     verify_peaks_per_s: float = 6.0
+    level_weight: float = 1.0
+    ref_target_pool: int = 8
 
     @property
     def frame_seconds(self) -> float:
@@ -92,4 +101,9 @@ class LandmarkConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LandmarkConfig":
-        return config_from_dict(cls, d)
+        # Indexes written before a parameter existed were analysed as its old value: queries must match them.
+        return config_from_dict(cls, {**_BEFORE, **d})
+
+
+#: What version 1 indexes, which do not store these parameters, were built and are queried with.
+_BEFORE = {"level_weight": 0.0, "ref_target_pool": 4}

@@ -125,6 +125,10 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     for k in range(-half, cfg.persist_frames - half):
         if k:
             strength = np.minimum(strength, prominence(np.clip(t + k, 0, len(band) - 1)))
+    if cfg.level_weight:
+        # Level against a pink slope (equal energy per octave): what broadband noise would leave standing.
+        khz = (f + (lo - 1)) * (bin_hz / 1000.0)
+        strength = strength + np.float32(cfg.level_weight) * (band[t, f] + 10.0 * np.log10(khz)).astype(np.float32)
     # Parabolic interpolation of the peak's frequency from its two neighbours.
     a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]
     denom = a - 2 * b + c
@@ -152,7 +156,7 @@ def strongest(peaks: Peaks, per_s: float, cfg: LandmarkConfig) -> Peaks:
     return Peaks(peaks.time[keep], peaks.freq[keep], peaks.strength[keep])
 
 
-def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0
+def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0, pool: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Pair each anchor peak with up to ``fanout`` targets in its zone and hash each pair.
 
@@ -167,6 +171,8 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
         Playback-speed hypothesis: peaks are mapped back to the reference's time and frequency axes
         (time x speed, frequency / speed) before hashing, so a query played ``speed`` times too fast can still
         produce reference hashes.
+    pool : int or None
+        Choose the ``fanout`` strongest targets among the ``pool`` nearest in time (None: the nearest).
 
     Returns
     -------
@@ -190,7 +196,16 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
     dt = np.rint(t[targets] - t[anchors]).astype(np.int64)
     df = fq[targets] - fq[anchors]
     ok = inside & (dt >= cfg.dt_min) & (dt <= cfg.dt_max) & (np.abs(df) <= cfg.df_max // cfg.freq_quant)
-    ok &= np.cumsum(ok, axis=1) <= fanout
+    if pool is not None and pool > fanout:
+        ok &= np.cumsum(ok, axis=1) <= pool
+        # Rank the pool by strength (ties: the nearer first) and keep the best fanout of each row.
+        score = np.where(ok, peaks.strength[targets], -np.inf)
+        order = np.argsort(-score, axis=1, kind="stable")
+        best = np.zeros_like(ok)
+        np.put_along_axis(best, order[:, :fanout], True, axis=1)
+        ok &= best
+    else:
+        ok &= np.cumsum(ok, axis=1) <= fanout
     ai, k = np.nonzero(ok)
     f1 = fq[ai]
     h = (f1 << (_DF_BITS + _DT_BITS)) | ((df[ai, k] + (1 << (_DF_BITS - 1))) << _DT_BITS) | dt[ai, k]
@@ -213,7 +228,7 @@ def reference_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
 
 def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and anchor frames of a reference track (sparse peaks, small fanout)."""
-    return pair_hashes(reference_peaks(y, cfg), cfg, cfg.ref_fanout)
+    return pair_hashes(reference_peaks(y, cfg), cfg, cfg.ref_fanout, pool=cfg.ref_target_pool)
 
 
 def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:

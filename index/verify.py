@@ -33,7 +33,9 @@ _DT, _DF = 1, 1.5
 def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: LandmarkConfig,
            max_postings: int) -> float | None:
     """P-value of ``cand``'s alignment being chance, from the reference peaks its votes did not use; None when
-    its segment stores no verification peaks (an index built before they existed) or the query has none."""
+    its segment stores no verification peaks (an index built before they existed), the query has none, or the
+    votes used every reference peak of the span (a short clean query: nothing is left to check, which is no
+    evidence either way)."""
     seg = segments[cand.segment]
     start, count = (int(x) for x in seg.tracks[cand.track_row][:2])
     if not len(query):
@@ -59,7 +61,7 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
                 & (np.abs(rf[:, None] - used_f[None, :]) <= cfg.freq_quant)).any(axis=1)
         rt, rf = rt[~used], rf[~used]
     if not len(rt):
-        return 1.0
+        return None
     near_f = np.abs(rf[:, None] - fq[None, :]) <= _DF                      # (reference peaks, query peaks)
     hits = int((near_f & (np.abs(rt[:, None] - tq[None, :]) <= _DT)).any(axis=1).sum())
     chance = np.minimum(1.0, near_f.sum(axis=1) * (2 * _DT + 1) / span)

@@ -13,7 +13,8 @@ import soundfile as sf
 
 from audioid import synth
 from audioid.fingerprint.config import LandmarkConfig
-from audioid.fingerprint.landmarks import hash_bits, query_peaks, reference_hashes
+from audioid.fingerprint.landmarks import (Peaks, hash_bits, hash_fields, pair_hashes, query_peaks, reference_hashes,
+                                          reference_peaks)
 from audioid.index.build import add_to_index, build_index, relabel_in_index, remove_from_index
 from audioid.index.check import check_index
 from audioid.index.identify import Identifier
@@ -61,6 +62,59 @@ def test_config_roundtrip_and_unknown_keys_refused():
     assert LandmarkConfig.from_dict(CFG.to_dict()) == CFG
     with pytest.raises(ValueError, match="unknown"):
         LandmarkConfig.from_dict({**CFG.to_dict(), "bogus": 1})
+
+
+def test_a_version_1_config_reads_as_it_was_built():
+    """Indexes written before the level ranking and the target pool store neither: they were built and must be
+    queried without them."""
+    old = {k: v for k, v in CFG.to_dict().items() if k not in ("level_weight", "ref_target_pool")}
+    cfg = LandmarkConfig.from_dict({**old, "version": 1})
+    assert (cfg.level_weight, cfg.ref_target_pool) == (0.0, 4)
+    assert LandmarkConfig.from_dict(CFG.to_dict()).level_weight == CFG.level_weight > 0
+
+
+def test_a_version_1_index_is_queried_and_extended_as_it_was_built(refs, tmp_path):
+    idx = tmp_path / "idx"
+    v1 = replace(CFG, version=1, level_weight=0.0, ref_target_pool=4)
+    specs = reference_specs(str(refs))
+    build_index(specs[:3], idx, config=v1, jobs=1)
+    manifest_path = idx / "MANIFEST.json"
+    m = json.loads(manifest_path.read_text())
+    for key in ("level_weight", "ref_target_pool"):            # what a version 1 index stores
+        del m["landmark_config"][key]
+    manifest_path.write_text(json.dumps(m))
+    add_to_index(specs[3:], idx, jobs=1)
+    reader = IndexReader(str(idx))
+    assert reader.config == v1
+    ident = Identifier.open(idx)
+    for spec in specs:
+        y, sr = sf.read(spec.path, dtype="float32")
+        assert ident.identify_samples(y[-10 * sr:], sr).label == spec.label
+
+
+def _survival(cfg: LandmarkConfig, seed: int) -> float:
+    """Share of a synthetic track's reference peaks that its pink-noise 0 dB copy still shows as query peaks
+    (within one frame and 1.5 bins)."""
+    y = synth.music_track(seed, 20.0, cfg.sample_rate)
+    noisy = synth.mix_at_snr(y, synth.pink_noise(seed, len(y)), 0.0).astype(np.float32)
+    ref, q = reference_peaks(y, cfg), query_peaks(noisy, cfg)
+    near = (np.abs(q.time[None, :] - ref.time[:, None]) <= 1) & (np.abs(q.freq[None, :] - ref.freq[:, None]) <= 1.5)
+    return float(near.any(axis=1).mean())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 6])
+def test_level_ranking_keeps_the_peaks_broadband_noise_leaves(seed):
+    assert _survival(CFG, seed) > _survival(replace(CFG, level_weight=0.0), seed)
+
+
+def test_reference_anchors_pair_with_their_strongest_nearby_targets():
+    """An anchor followed by 8 peaks, the 2nd, 5th, 7th and 8th strongest: a pool of 8 pairs it with those, no
+    pool with the 4 nearest."""
+    strength = np.array([50, 1, 9, 2, 3, 8, 4, 7, 6], np.float32)
+    peaks = Peaks(np.arange(9, dtype=np.float32) * 2, np.full(9, 100.0, np.float32), strength)
+    first = lambda h, t: sorted(hash_fields(h[t == 0])[2].tolist())     # time deltas of anchor 0's pairs
+    assert first(*pair_hashes(peaks, CFG, 4)) == [2, 4, 6, 8]
+    assert first(*pair_hashes(peaks, CFG, 4, pool=8)) == [4, 10, 14, 16]
 
 
 def test_postings_lookup_matches_brute_force(tmp_path):

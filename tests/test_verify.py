@@ -99,22 +99,34 @@ def _noisy(refs: Path, label: str, snr_db: float, seed: int) -> np.ndarray:
 
 def test_the_true_offset_lines_up_and_a_wrong_one_does_not(index, refs):
     reader = IndexReader(str(index))
-    peaks = query_peaks(resample(_noisy(refs, "song2", -9.0, 2), SR, CFG.sample_rate), CFG)
+    peaks = query_peaks(resample(_noisy(refs, "song1", -10.0, 1), SR, CFG.sample_rate), CFG)
     cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
                  overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
-    assert reader.catalog.get(cand.track_id).label == "song2"
+    assert reader.catalog.get(cand.track_id).label == "song1"
     assert verify(peaks, cand, reader.segments, CFG, 4000) < 1e-5
     for shift in (-150, 90, 200):
         elsewhere = replace(cand, offset_frames=cand.offset_frames + shift)
         assert verify(peaks, elsewhere, reader.segments, CFG, 4000) > 1e-3
 
 
+def test_nothing_left_to_check_is_no_evidence(index, refs):
+    """A short clean excerpt's votes can use every stored peak of its span: the check then has no answer
+    (None), rather than a p-value of 1 that would veto a true match."""
+    reader = IndexReader(str(index))
+    y = load(str(refs / "song3.wav"), CFG.sample_rate).samples[8 * CFG.sample_rate: 11 * CFG.sample_rate]
+    peaks = query_peaks(y, CFG)
+    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
+                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    assert reader.catalog.get(cand.track_id).label == "song3"
+    assert verify(peaks, cand, reader.segments, CFG, 4000) is None
+
+
 def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp_path):
     checked, votes_only = Identifier.open(index), Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
-    noisy = _noisy(refs, "song2", -9.0, 2)                  # the votes alone reject it
+    noisy = _noisy(refs, "song1", -10.0, 1)                  # the votes alone reject it
     assert votes_only.identify_samples(noisy, SR).status == "no_match"
     r = checked.identify_samples(noisy, SR)
-    assert (r.status, r.label) == ("match", "song2") and 0.5 < r.confidence <= 1.0
+    assert (r.status, r.label) == ("match", "song1") and 0.5 < r.confidence <= 1.0
     assert r.offset_s == pytest.approx(5.0, abs=0.1)
     unknown = [synth.music_track(900 + i, 10.0, SR) for i in range(4)] + [synth.speech_like(i, 10.0, SR)
                                                                           for i in range(4)]
@@ -128,7 +140,7 @@ def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp
 def test_a_narrow_rejection_counts_towards_the_peak_check(index, refs):
     """Votes narrowly short and a peak check short of verify_p on its own: together they name the track."""
     checked = Identifier.open(index)
-    noisy = _noisy(refs, "song2", -7.0, 3)
+    noisy = _noisy(refs, "song2", -8.0, 1)
     peaks, cand = checked.candidate(noisy, SR)
     p = verify(peaks, cand, checked.reader.segments, CFG, 4000)
     mc = checked.config
@@ -144,7 +156,7 @@ def test_indexes_without_verification_peaks_answer_as_before(refs, tmp_path):
     reader = IndexReader(str(idx))
     assert reader.segments[0].peak_codes is None
     assert not (Path(idx) / "postings" / reader.segments[0].name / "peaks.npy").exists()
-    noisy = _noisy(refs, "song2", -9.0, 2)
+    noisy = _noisy(refs, "song1", -10.0, 1)
     assert Identifier.open(idx).identify_samples(noisy, SR).status == "no_match"
 
 
