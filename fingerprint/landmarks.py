@@ -31,8 +31,8 @@ def hash_bits(cfg: LandmarkConfig) -> int:
 class Peaks:
     """Constellation peaks, sorted by time.
 
-    ``time`` is in frames, ``freq`` in (fractional, parabolically interpolated) FFT bins, ``strength`` is the
-    height in dB above the local mean, used to rank peaks.
+    ``time`` is in frames, ``freq`` in (fractional, parabolically interpolated) FFT bins, ``strength`` ranks
+    them (dB above the local mean, plus the level term of :func:`find_peaks`).
     """
 
     time: np.ndarray
@@ -96,8 +96,9 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     """Pick up to ``peaks_per_s`` constellation peaks per second of ``y``, spread evenly over time.
 
     A peak is a local maximum of the log spectrogram over a ``(frames, bins)`` ``neighbourhood`` inside
-    ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean (whitening), and the best
-    ones of each one-second block are kept.
+    ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean (whitening) plus
+    ``cfg.level_weight`` times their level against a pink-noise slope, and the best ones of each one-second
+    block are kept.
     """
     spec = log_spectrogram(y, cfg)
     bin_hz = cfg.sample_rate / cfg.n_fft
