@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "write_wait_s": 10.0,      # how long a write waits for another writer before answering 409
     "who": "http-api",         # name logged with label changes when the request gives none
     "client_timeout_s": 120,   # a connection silent this long (stalled mid-request or idle) is closed
+    "upload_root": None,       # folder the server's private upload folder is made in (None: the temp folder)
 }
 #: Raw request bodies accepted as audio (besides ``audio/*``); ``application/octet-stream`` is sniffed.
 RAW_AUDIO_TYPES = ("application/ogg", "application/octet-stream")
@@ -108,7 +109,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         Index directory.
     **config
         Keys of :data:`DEFAULTS`: ``max_upload_mb``, ``token``, ``token_all``, ``max_batch_files``,
-        ``write_wait_s``, ``who``, ``client_timeout_s`` (whole seconds; applied by :func:`make_server`).
+        ``write_wait_s``, ``who``, ``client_timeout_s`` (whole seconds; applied by :func:`make_server`),
+        ``upload_root``.
 
     Raises
     ------
@@ -123,7 +125,9 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         raise ValueError("token_all needs a token")
     index_dir = os.fspath(index_dir)
     live = LiveIndex(index_dir)
-    upload_dir = tempfile.mkdtemp(prefix="audioid-api-")   # private (0700): uploads never land elsewhere
+    # Private (0700): uploads never land elsewhere.  The pid in its name lets a supervisor remove the folder
+    # of a worker that died without cleaning up (api.workers).
+    upload_dir = tempfile.mkdtemp(prefix=f"audioid-api-{os.getpid()}-", dir=cfg["upload_root"])
     write_lock = threading.Lock()                            # this server's writes queue instead of failing
     started = time.time()
     token = cfg["token"].encode() if cfg["token"] else None

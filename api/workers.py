@@ -10,11 +10,14 @@ generations before its next query.  A worker whose parent is gone stops by itsel
 """
 from __future__ import annotations
 
+import glob
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import wait
@@ -73,6 +76,14 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
     """
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    # The workers' upload folders live in one of ours, so that what a worker killed mid-upload leaves (the
+    # partial upload of someone's audio) goes when it is replaced, and everything when we stop.
+    root = tempfile.mkdtemp(prefix="audioid-api-", dir=config.get("upload_root"))
+    config = {**config, "upload_root": root}
+
+    def discard_uploads(pid: int) -> None:
+        for folder in glob.glob(os.path.join(root, f"audioid-api-{pid}-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def stop(_sig: int, _frame: Any) -> None:
         nonlocal stopping
@@ -100,6 +111,7 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
                     status, stopping = 1, True
                     break
                 log(f"worker {proc.pid} exited with status {proc.exitcode}; starting another")
+                discard_uploads(proc.pid)
                 running[i] = start()
     except KeyboardInterrupt:
         pass
@@ -115,4 +127,5 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
                 proc.kill()
                 proc.join()
         sock.close()
+        shutil.rmtree(root, ignore_errors=True)
     return status

@@ -402,14 +402,18 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="needs Linux /proc")
 def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path]) -> None:
-    """--workers 2: two processes answer on one port, each sees the other's writes, a dead one is replaced, and
-    SIGTERM stops them all."""
+    """--workers 2: two processes answer on one port, each sees the other's writes, a dead one is replaced (and
+    what its upload folder held is removed), and SIGTERM stops them all and removes every upload folder."""
     idx = index_copy(library, tmp_path)
     song = synth.music_track(71, 25.0, library.sr)
     sf.write(tmp_path / "new.wav", song, library.sr)
     sf.write(tmp_path / "outro.wav", song[-10 * library.sr:], library.sr)
+    temp = tmp_path / "temp"
+    temp.mkdir()
     proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(idx), "--port", "0", "--workers", "2",
-                             "--threads", "2", "--token", "t0ken"], stderr=subprocess.PIPE, text=True)
+                             "--threads", "2", "--token", "t0ken"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(temp)})
+    uploads_of = lambda pid: list(temp.glob(f"audioid-api-*/audioid-api-{pid}-*"))     # noqa: E731
     try:
         line = proc.stderr.readline()
         assert "(2 workers; Ctrl-C stops)" in line, line
@@ -431,6 +435,8 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
         with ThreadPoolExecutor(8) as pool:
             assert {r["label"] for r in pool.map(identify, [tmp_path / "outro.wav"] * 16)} == {"new"}
         victim = min(first)
+        assert all(len(uploads_of(pid)) == 1 for pid in first)
+        (uploads_of(victim)[0] / "upload-in-flight").write_bytes(b"part of someone's audio")
         os.kill(victim, signal.SIGKILL)
         for _ in range(600):
             now = _workers(proc.pid)
@@ -439,10 +445,12 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
             time.sleep(0.1)
         assert len(now) == 2 and victim not in now      # replaced
         assert identify(queries["t2.wav"])["label"] == "track2"
+        assert uploads_of(victim) == []
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
     assert not any(_alive(p) for p in now | first)
+    assert list(temp.iterdir()) == []
 
 
 def test_openapi_contract_holds(library: Library, tmp_path: Path) -> None:
