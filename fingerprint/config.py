@@ -63,7 +63,7 @@ class LandmarkConfig:
         + 10 log10(f / 1 kHz)): of two equally prominent partials, the one louder than broadband noise would
         be there is the one a noisy query still shows.
     ref_target_pool : int
-        A reference anchor is paired with its ``ref_fanout`` best-ranked targets among the this many nearest
+        A reference anchor is paired with its ``ref_fanout`` best-ranked targets among this many nearest
         in time (``ref_fanout``: simply the nearest), so fewer of its pairs depend on a weak peak.
     """
 
