@@ -125,9 +125,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         raise ValueError("token_all needs a token")
     index_dir = os.fspath(index_dir)
     live = LiveIndex(index_dir)
-    # Private (0700): uploads never land elsewhere.  The pid in its name lets a supervisor remove the folder
-    # of a worker that died without cleaning up (api.workers).
-    upload_dir = tempfile.mkdtemp(prefix=f"audioid-api-{os.getpid()}-", dir=cfg["upload_root"])
+    # Private (0700): uploads never land elsewhere.
+    upload_dir = tempfile.mkdtemp(prefix="audioid-api-", dir=cfg["upload_root"])
     write_lock = threading.Lock()                            # this server's writes queue instead of failing
     started = time.time()
     token = cfg["token"].encode() if cfg["token"] else None

@@ -10,7 +10,6 @@ generations before its next query.  A worker whose parent is gone stops by itsel
 """
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
 import shutil
@@ -76,14 +75,9 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
     """
     ctx = multiprocessing.get_context("spawn")
     stopping = False
-    # The workers' upload folders live in one of ours, so that what a worker killed mid-upload leaves (the
+    # Each worker makes its upload folder in one of ours, so that what a worker killed mid-upload leaves (the
     # partial upload of someone's audio) goes when it is replaced, and everything when we stop.
     root = tempfile.mkdtemp(prefix="audioid-api-", dir=config.get("upload_root"))
-    config = {**config, "upload_root": root}
-
-    def discard_uploads(pid: int) -> None:
-        for folder in glob.glob(os.path.join(root, f"audioid-api-{pid}-*")):
-            shutil.rmtree(folder, ignore_errors=True)
 
     def stop(_sig: int, _frame: Any) -> None:
         nonlocal stopping
@@ -91,18 +85,19 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
 
     previous = signal.signal(signal.SIGTERM, stop)
 
-    def start() -> tuple[Any, float]:
-        proc = ctx.Process(target=_worker, args=(sock, index_dir, config, threads, os.getpid()),
-                           name="audioid-worker", daemon=False)
+    def start() -> tuple[Any, float, str]:
+        uploads = tempfile.mkdtemp(prefix="worker-", dir=root)
+        proc = ctx.Process(target=_worker, args=(sock, index_dir, {**config, "upload_root": uploads}, threads,
+                                                 os.getpid()), name="audioid-worker", daemon=False)
         proc.start()
-        return proc, time.monotonic()
+        return proc, time.monotonic(), uploads
 
     running = [start() for _ in range(workers)]
     quick_exits, status = 0, 0
     try:
         while not stopping:
-            wait([p.sentinel for p, _ in running], timeout=0.5)
-            for i, (proc, started) in enumerate(running):
+            wait([p.sentinel for p, _, _ in running], timeout=0.5)
+            for i, (proc, started, uploads) in enumerate(running):
                 if proc.is_alive() or stopping:
                     continue
                 quick_exits = quick_exits + 1 if time.monotonic() - started < _QUICK_EXIT_S else 0
@@ -111,17 +106,17 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
                     status, stopping = 1, True
                     break
                 log(f"worker {proc.pid} exited with status {proc.exitcode}; starting another")
-                discard_uploads(proc.pid)
+                shutil.rmtree(uploads, ignore_errors=True)
                 running[i] = start()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for proc, _ in running:
+        for proc, _, _ in running:
             if proc.is_alive():
                 proc.terminate()
         deadline = time.monotonic() + _STOP_GRACE_S
-        for proc, _ in running:
+        for proc, _, _ in running:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()

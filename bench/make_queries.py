@@ -283,6 +283,14 @@ def _speed(cut: Cut, speed: float) -> np.ndarray:
     return resample(cut.music, cut.sr * speed, cut.sr)[: int(round(cut.seconds * cut.sr))]
 
 
+def _tempo(cut: Cut, rate: float) -> np.ndarray:
+    # Tempo alone, pitch kept (a broadcast's time compression): librosa's phase vocoder, channels first.
+    import librosa
+
+    y = librosa.effects.time_stretch(np.ascontiguousarray(cut.music.T), rate=rate).T
+    return y[: int(round(cut.seconds * cut.sr))]
+
+
 @dataclass(frozen=True)
 class Condition:
     """A query degradation: ``render`` maps a cut to samples at the cut's rate (or at ``fixed_rate``)."""
@@ -291,7 +299,7 @@ class Condition:
     render: Callable[[Cut], np.ndarray]
     bitrate_k: int = 128
     fixed_rate: int | None = None
-    speed: float = 1.0
+    speed: float = 1.0            # reference seconds per query second
     needs_speech: bool = False
 
 
@@ -305,7 +313,19 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("telephone", _telephone, bitrate_k=TELEPHONE_BITRATE_K, fixed_rate=TELEPHONE_RATE),
     Condition("excerpt_3s", lambda c: c.head(3.0)),
     Condition("speed_2pct", lambda c: _speed(c, SPEED), speed=SPEED),
+    # Beyond the issue's list, asked for by name only: tempo changes without a pitch change.
+    Condition("tempo_m3pct", lambda c: _tempo(c, 0.97), speed=0.97),
+    Condition("tempo_p2pct", lambda c: _tempo(c, 1.02), speed=1.02),
+    Condition("tempo_p4pct", lambda c: _tempo(c, 1.04), speed=1.04),
 ]}
+def _stretch(conditions: Sequence[str]) -> float:
+    """Seconds of music a positive cut reads per query second: at least ``SPEED``'s, so that sets made before the
+    tempo conditions existed come out the same for a given seed."""
+    return max([SPEED, *(CONDITIONS[c].speed for c in conditions)])
+
+
+#: What a set holds when --conditions is not given: the issue's conditions and every negative.
+DEFAULT_CONDITIONS = (*[c for c in CONDITIONS if not c.startswith("tempo_")], *NEGATIVE_CONDITIONS)
 
 
 # ------------------------------------------------------------------------------------------------------- planning
@@ -410,7 +430,7 @@ def run_job(job: Job) -> list[dict]:
         row = _write(job, "unknown_synth", y, SYNTH_RATE, 128, None)
         return [dict(row, reference_path="", source_path=f"audioid.synth.music_track(seed={song_seed})",
                      source_offset_s=round(offset, 3))]
-    need = job.seconds * (SPEED if job.kind == "positive" else 1.0) + 0.05
+    need = job.seconds * (_stretch(job.conditions) if job.kind == "positive" else 1.0) + 0.05
     offset, music, sr = pick_music_cut(job.source, need, rng)
     if job.kind == "unknown_music":
         row = _write(job, "unknown_music", music[: int(job.seconds * sr)], sr, 128, None)
@@ -466,7 +486,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--per-condition", type=int, default=50, help="queries per condition (default 50)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--query-seconds", type=float, default=10.0)
-    ap.add_argument("--conditions", default=",".join([*CONDITIONS, *NEGATIVE_CONDITIONS]),
+    ap.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
                     help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVE_CONDITIONS]))
     ap.add_argument("--unknown-fraction", type=float, default=0.2,
                     help="share of REFS music (whole groups) used as unknown music when --unknown is not given")
@@ -489,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     seed = args.seed
 
-    music = [s for s in load_sources(args.refs, "music") if s.duration_s > args.query_seconds * SPEED + 1]
+    music = [s for s in load_sources(args.refs, "music")
+             if s.duration_s > args.query_seconds * _stretch(positives) + 1]
     fractions = {"holdout": args.holdout, "unknown": 0.0 if args.unknown else args.unknown_fraction}
     roles = split_by_group(music, fractions, _rng(seed, "split"))
     refs = roles["reference"]

@@ -102,8 +102,8 @@ class LandmarkConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LandmarkConfig":
         # Indexes written before a parameter existed were analysed as its old value: queries must match them.
-        return config_from_dict(cls, {**_BEFORE, **d})
+        return config_from_dict(cls, {**_VERSION_1, **d})
 
 
 #: What version 1 indexes, which do not store these parameters, were built and are queried with.
-_BEFORE = {"level_weight": 0.0, "ref_target_pool": 4}
+_VERSION_1 = {"level_weight": 0.0, "ref_target_pool": 4}

@@ -126,15 +126,16 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     for k in range(-half, cfg.persist_frames - half):
         if k:
             strength = np.minimum(strength, prominence(np.clip(t + k, 0, len(band) - 1)))
+    fft_bin = f + (lo - 1)
     if cfg.level_weight:
         # Level against a pink slope (equal energy per octave): what broadband noise would leave standing.
-        khz = (f + (lo - 1)) * (bin_hz / 1000.0)
-        strength = strength + np.float32(cfg.level_weight) * (band[t, f] + 10.0 * np.log10(khz)).astype(np.float32)
+        pink_level = band[t, f] + 10.0 * np.log10(fft_bin * (bin_hz / 1000.0))
+        strength = strength + np.float32(cfg.level_weight) * pink_level.astype(np.float32)
     # Parabolic interpolation of the peak's frequency from its two neighbours.
     a, b, c = band[t, f - 1], band[t, f], band[t, f + 1]
     denom = a - 2 * b + c
     delta = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1), 0.0)
-    freq = f + (lo - 1) + np.clip(delta, -0.5, 0.5)
+    freq = fft_bin + np.clip(delta, -0.5, 0.5)
     chosen = _strongest_per_second(t, strength, peaks_per_s, cfg)
     return Peaks(t[chosen].astype(np.float32), freq[chosen].astype(np.float32), strength[chosen].astype(np.float32))
 
@@ -227,9 +228,15 @@ def reference_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
     return find_peaks(y, cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins))
 
 
+def reference_pairs(peaks: Peaks, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes and anchor frames of a reference's :func:`reference_peaks` (each anchor's ``ref_fanout`` best
+    targets among its ``ref_target_pool`` nearest)."""
+    return pair_hashes(peaks, cfg, cfg.ref_fanout, pool=cfg.ref_target_pool)
+
+
 def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
     """Hashes and anchor frames of a reference track (sparse peaks, small fanout)."""
-    return pair_hashes(reference_peaks(y, cfg), cfg, cfg.ref_fanout, pool=cfg.ref_target_pool)
+    return reference_pairs(reference_peaks(y, cfg), cfg)
 
 
 def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:

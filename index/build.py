@@ -14,7 +14,7 @@ import numpy as np
 
 from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.config import LandmarkConfig
-from ..fingerprint.landmarks import hash_bits, pair_hashes, reference_peaks, strongest
+from ..fingerprint.landmarks import hash_bits, reference_pairs, reference_peaks, strongest
 from .catalog import CLASSES, Catalog, Track
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .parallel import ordered_map
@@ -102,7 +102,7 @@ def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: Embedding
         return Analysis(spec, error=f"{spec.path}: {e.strerror or e}")
     y = resample(audio.samples, setup.sample_rate, cfg.sample_rate)
     peaks = reference_peaks(y, cfg)
-    hashes, times = pair_hashes(peaks, cfg, cfg.ref_fanout, pool=cfg.ref_target_pool)
+    hashes, times = reference_pairs(peaks, cfg)
     n_frames = 1 + max(0, len(y) - cfg.n_fft) // cfg.hop_length
     if len(hashes) == 0:
         return Analysis(spec, error=f"{spec.path}: no landmarks (silent or too short to fingerprint)")

@@ -413,7 +413,7 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
     proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(idx), "--port", "0", "--workers", "2",
                              "--threads", "2", "--token", "t0ken"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(temp)})
-    uploads_of = lambda pid: list(temp.glob(f"audioid-api-*/audioid-api-{pid}-*"))     # noqa: E731
+    upload_folders = lambda: {d.name: d for d in temp.glob("audioid-api-*/worker-*/audioid-api-*")}  # noqa: E731
     try:
         line = proc.stderr.readline()
         assert "(2 workers; Ctrl-C stops)" in line, line
@@ -435,8 +435,11 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
         with ThreadPoolExecutor(8) as pool:
             assert {r["label"] for r in pool.map(identify, [tmp_path / "outro.wav"] * 16)} == {"new"}
         victim = min(first)
-        assert all(len(uploads_of(pid)) == 1 for pid in first)
-        (uploads_of(victim)[0] / "upload-in-flight").write_bytes(b"part of someone's audio")
+        before = upload_folders()
+        assert len(before) == 2                          # one per worker, inside the parent's
+        # A partial upload in each: the dead worker's goes with its folder, the live worker's stays.
+        for d in before.values():
+            (d / "upload-in-flight").write_bytes(b"part of someone's audio")
         os.kill(victim, signal.SIGKILL)
         for _ in range(600):
             now = _workers(proc.pid)
@@ -445,7 +448,8 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
             time.sleep(0.1)
         assert len(now) == 2 and victim not in now      # replaced
         assert identify(queries["t2.wav"])["label"] == "track2"
-        assert uploads_of(victim) == []
+        kept = [d for name, d in upload_folders().items() if name in before]
+        assert len(kept) == 1 and (kept[0] / "upload-in-flight").exists()     # only the dead worker's went
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
