@@ -478,7 +478,8 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
     where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
     # Waitress looks for silent connections every cleanup_interval (default 30 s): scale it with the timeout.
-    return waitress.create_server(app, threads=threads, ident="audioid",
+    # Uploads are read 64 KB per call rather than 8 KB: a 10 s MP3 in 3 turns of its loop instead of 20.
+    return waitress.create_server(app, threads=threads, ident="audioid", recv_bytes=1 << 16,
                                   max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20),
                                   channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 10)),
                                   **where)

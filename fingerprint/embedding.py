@@ -263,18 +263,19 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 class _Filterbank(NamedTuple):
     """Per-config constants of :func:`_frame_features`."""
 
-    mel: np.ndarray                  # (n_mels, bins) Slaney mel filters
+    mel_blocks: list[tuple[slice, slice, np.ndarray]]   # Slaney mel filters as (filters, bins, (bins, filters)) blocks
     chroma: np.ndarray               # (12, chroma_bins.stop - chroma_bins.start): the bins where chroma is non-zero
     chroma_bins: slice
-    bands: list[tuple[int, int]]     # contrast bands as [i0, i1) bin ranges
+    bands: list[tuple[int, int, int]]   # contrast bands as [i0, i1) bin ranges, and the bins in each quantile
     freqs: np.ndarray                # (bins,) Hz
+    ones: np.ndarray                 # (bins,) for row sums as BLAS matrix-vector products (a quarter of np.sum's cost)
     dct: np.ndarray                  # (n_mfcc, n_mels) orthonormal DCT-II
     formant: np.ndarray              # (n_mels,) bool: mel bands centred in 300-3000 Hz
 
 
 @lru_cache(maxsize=8)
 def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc: int, contrast_fmin: float,
-             n_bands: int) -> _Filterbank:
+             n_bands: int, contrast_quantile: float) -> _Filterbank:
     """Mel and chroma filterbanks, contrast band edges, bin frequencies and DCT matrix (built once per config).
 
     Built here rather than with librosa.filters: the same Slaney mel filters, without librosa's ~1 s first-call
@@ -299,17 +300,34 @@ def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc:
     bands = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         i0, i1 = int(np.searchsorted(freqs, lo)), int(np.searchsorted(freqs, hi, side="right"))
-        bands.append((i0, max(i1, i0 + 2)))
+        i1 = max(i1, i0 + 2)
+        bands.append((i0, i1, max(1, int(round(contrast_quantile * (i1 - i0))))))
     dct = sfft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
     centres = edges_hz[1:-1]
-    return _Filterbank(mel=mel.astype(np.float32), chroma=chroma[:, chroma_bins].astype(np.float32),
+    return _Filterbank(mel_blocks=_mel_blocks(mel.astype(np.float32)), chroma=chroma[:, chroma_bins].astype(np.float32),
                        chroma_bins=chroma_bins, bands=bands, freqs=freqs.astype(np.float32),
-                       dct=dct.astype(np.float32), formant=(centres >= 300.0) & (centres <= 3000.0))
+                       ones=np.ones(len(freqs), np.float32), dct=dct.astype(np.float32),
+                       formant=(centres >= 300.0) & (centres <= 3000.0))
+
+
+def _mel_blocks(mel: np.ndarray, size: int = 8) -> list[tuple[slice, slice, np.ndarray]]:
+    """The mel filterbank as blocks of ``size`` consecutive filters, each with only the bins it covers.
+
+    The filters are narrow triangles: the full ``(n_mels, bins)`` product is mostly multiplications by zero,
+    and these blocks cost about a third of it (the same non-zero products, summed in another order).
+    """
+    blocks = []
+    for f0 in range(0, len(mel), size):
+        filters = slice(f0, min(f0 + size, len(mel)))
+        on = np.flatnonzero(mel[filters].any(axis=0))
+        bins = slice(int(on[0]), int(on[-1]) + 1) if len(on) else slice(0, 0)
+        blocks.append((filters, bins, np.ascontiguousarray(mel[filters, bins].T)))
+    return blocks
 
 
 def _cfg_filters(cfg: EmbeddingConfig) -> _Filterbank:
     return _filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin_hz, cfg.fmax_hz, cfg.n_mfcc,
-                    cfg.contrast_fmin_hz, cfg.n_contrast_bands)
+                    cfg.contrast_fmin_hz, cfg.n_contrast_bands, cfg.contrast_quantile)
 
 
 # ---------------------------------------------------------------------------------------------------- frames
@@ -344,6 +362,9 @@ class _Frames:
     centroid: np.ndarray    # (T,) Hz
     whitened: np.ndarray    # (T, bins) half-wave rectified, L2-normalised whitened log spectrum (stability)
     midflux: np.ndarray     # (T,) share of the log-mel rise into frame t that is in 300-3000 Hz
+    # The same values, side by side, so that a window pools each set with one mean and std:
+    env: np.ndarray         # (T, n_mels + n_mfcc + bands): logmel, mfcc and contrast are its column blocks
+    scalars: np.ndarray     # (5, T): energy_db, flatness, zcr, centroid and midflux are its rows
 
 
 def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
@@ -360,40 +381,57 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     np.log10(logpow, out=logpow)
     logpow *= 10.0
 
-    melpow = power @ fb.mel.T
-    logmel = 10.0 * np.log10(melpow + _POWER_FLOOR)
-    mfcc = logmel @ fb.dct.T
-    total = power.sum(axis=1)
-    energy_db = 10.0 * np.log10(total + _POWER_FLOOR)
+    n_frames, m, c = len(power), cfg.n_mels, cfg.n_mfcc
+    env = np.empty((n_frames, m + c + len(fb.bands)), np.float32)
+    logmel, mfcc, contrast = env[:, :m], env[:, m:m + c], env[:, m + c:]
+    scalars = np.empty((5, n_frames), np.float32)
+    energy_db, flatness, zcr, centroid, midflux = scalars
+
+    melpow = np.empty((n_frames, m), np.float32)
+    for filters, bins, weights in fb.mel_blocks:
+        np.matmul(power[:, bins], weights, out=melpow[:, filters])
+    melpow += _POWER_FLOOR
+    np.log10(melpow, out=melpow)
+    np.multiply(melpow, 10.0, out=logmel)
+    mfcc[:] = logmel @ fb.dct.T
+    total = power @ fb.ones
+    np.multiply(np.log10(total + _POWER_FLOOR), 10.0, out=energy_db)
 
     # Spectral contrast: mean of the top and bottom quantile of each band's bins, in dB.
-    contrast = np.empty((len(power), len(fb.bands)), np.float32)
-    for j, (i0, i1) in enumerate(fb.bands):
+    # Sorted rather than partitioned (numpy's SIMD sort is several times faster); the quantiles summed by BLAS,
+    # both alike, so that a flat band has exactly 0 contrast.
+    for j, (i0, i1, k) in enumerate(fb.bands):
         s = np.sort(logpow[:, i0:i1], axis=1)
-        k = max(1, int(round(cfg.contrast_quantile * (i1 - i0))))
-        contrast[:, j] = s[:, -k:].sum(axis=1) / k - s[:, :k].sum(axis=1) / k
+        contrast[:, j] = (s[:, -k:] @ fb.ones[:k] - s[:, :k] @ fb.ones[:k]) / k
 
-    # Geometric mean from the log spectrum already at hand (ln = dB * ln(10) / 10).
-    flatness = np.exp(logpow[:, 1:].mean(axis=1) * np.float32(np.log(10.0) / 10.0)) / (power[:, 1:].mean(axis=1)
-                                                                                      + _POWER_FLOOR)
+    # Geometric mean from the log spectrum already at hand (ln = dB * ln(10) / 10), over the bins but DC.
+    nb = len(fb.ones) - 1
+    flatness[:] = np.exp((logpow[:, 1:] @ fb.ones[1:]) * np.float32(np.log(10.0) / 10.0 / nb))
+    flatness /= (power[:, 1:] @ fb.ones[1:]) / np.float32(nb) + _POWER_FLOOR
     flux = np.zeros(len(power), np.float32)
     rise = np.maximum(np.diff(logmel, axis=0), 0.0)
     flux[1:] = rise.mean(axis=1)
     # Share of each frame's rise that falls in the speech formant bands.
-    midflux = np.zeros(len(power), np.float32)
+    midflux[0] = 0.0
     midflux[1:] = rise[:, fb.formant].sum(axis=1) / (rise.sum(axis=1) + 1e-3)
 
     chroma = power[:, fb.chroma_bins] @ fb.chroma.T
     chroma /= chroma.sum(axis=1, keepdims=True) + _POWER_FLOOR
 
-    # Zero crossings per sample in each frame, from a running count of sign changes.
+    # Zero crossings per sample in each frame.  The n - 1 sign changes a frame spans are those of q whole hops
+    # and the first r of the next hop: counted per hop, cheaper than a running count over every sample.
+    q, r = divmod(n - 1, hop)
     sign = np.signbit(y)
-    changes = np.zeros(len(y), np.int32)
-    np.cumsum(sign[1:] != sign[:-1], out=changes[1:])
-    starts = np.arange(len(power)) * hop
-    zcr = (changes[starts + n - 1] - changes[starts]) / np.float32(n - 1)
+    used = min(len(y) - 1, (n_frames + q) * hop)
+    crossing = np.zeros((n_frames + q) * hop, np.uint8)
+    np.not_equal(sign[1:used + 1], sign[:used], out=crossing[:used].view(bool))
+    crossing = crossing.reshape(n_frames + q, hop)
+    before = np.zeros(n_frames + q + 1, np.int32)          # changes before each hop
+    np.cumsum(np.add.reduce(crossing, axis=1, dtype=np.int32), out=before[1:])
+    head = np.add.reduce(crossing[q:, :r], axis=1, dtype=np.int32)
+    zcr[:] = (before[q:q + n_frames] - before[:n_frames] + head[:n_frames]) / np.float32(n - 1)
 
-    centroid = (power @ fb.freqs) / (total + _POWER_FLOOR)
+    np.divide(power @ fb.freqs, total + _POWER_FLOOR, out=centroid)
 
     # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
     lo, hi = int(np.searchsorted(fb.freqs, 100.0)), int(np.searchsorted(fb.freqs, 4000.0))
@@ -403,16 +441,23 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     np.maximum(white, 0.0, out=white)
     white /= np.linalg.norm(white, axis=1, keepdims=True) + 1e-6
 
-    return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness.astype(np.float32),
-                   flux=flux, chroma=chroma, energy_db=energy_db.astype(np.float32),
-                   zcr=zcr.astype(np.float32), centroid=centroid.astype(np.float32), whitened=white,
-                   midflux=midflux)
+    return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness, flux=flux, chroma=chroma,
+                   energy_db=energy_db, zcr=zcr, centroid=centroid, whitened=white, midflux=midflux, env=env,
+                   scalars=scalars)
 
 
 # ---------------------------------------------------------------------------------------------------- pooling
 
-def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return x.mean(axis=0), x.std(axis=0)
+def _mean_std(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``x.mean(axis)`` and ``x.std(axis)``: numpy's operations (the same values) with one sum for both.
+
+    np.std is Python code around several ufunc calls (microseconds each); a window pools dozens of descriptors.
+    """
+    n = x.shape[axis]
+    mean = np.add.reduce(x, axis=axis, keepdims=True) / n
+    dev = x - mean
+    np.multiply(dev, dev, out=dev)
+    return np.squeeze(mean, axis), np.sqrt(np.add.reduce(dev, axis=axis) / n)
 
 
 def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
@@ -443,12 +488,20 @@ def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
     return float(np.max(ac[lo: min(hi, len(x) - 2) + 1]))
 
 
+@lru_cache(maxsize=16)
+def _hanning(n: int) -> np.ndarray:
+    """np.hanning(n) as float32, built once per window length (read-only: callers share it)."""
+    window = np.hanning(n).astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
 def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
     """Share of each envelope's modulation power at 3-6 Hz among 0.5-25 Hz; ``env_db`` is ``(frames, bands)``."""
     if len(env_db) < 8:
         return np.zeros(env_db.shape[1])
     # float32 like its input: a power ratio needs no more, and the transform is twice as fast.
-    x = (env_db - env_db.mean(axis=0)) * np.hanning(len(env_db)).astype(np.float32)[:, None]
+    x = (env_db - env_db.mean(axis=0)) * _hanning(len(env_db))[:, None]
     spec = np.abs(sfft.rfft(x, axis=0)) ** 2
     f = np.fft.rfftfreq(len(x), d=cfg.frame_seconds)
     total = spec[(f >= 0.5) & (f <= 25.0)].sum(axis=0)
@@ -457,53 +510,69 @@ def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
 
 def _change(deltas: np.ndarray) -> list[float]:
     """Distribution of the per-frame norm of MFCC deltas, per coefficient group (see the ``change`` block)."""
-    squares = deltas * deltas
-    norms = np.stack([np.sqrt(squares[:, g].sum(axis=1)) for g in _CHANGE_GROUPS]).astype(np.float64)
-    mean, var = norms.mean(axis=1), norms.var(axis=1)
+    # Each group's sum of squares as one matrix product: summing short column slices row by row costs 8x more.
+    groups = np.zeros((deltas.shape[1], len(_CHANGE_GROUPS)), np.float32)
+    for j, g in enumerate(_CHANGE_GROUPS):
+        groups[g, j] = 1.0
+    norms = np.sqrt(np.square(deltas) @ groups).T.astype(np.float64)
+    # np.mean and np.var's operations, with the squared deviations kept for the kurtosis.
+    n = norms.shape[1]
+    mean = np.add.reduce(norms, axis=1) / n
+    dev2 = norms - mean[:, None]
+    np.square(dev2, out=dev2)
+    var = np.add.reduce(dev2, axis=1) / n
     flat = (mean < 1e-6) | (var < 1e-12)       # an unchanging envelope (silence, a steady tone)
     mean, var = np.where(flat, 1.0, mean), np.where(flat, 1.0, var)
     pct = np.where(flat[:, None], 1.0, _percentiles(norms, (10, 50, 90)) / mean[:, None])
-    dev2 = np.square(norms - mean[:, None])
-    kurt = np.where(flat, 0.0, np.log(np.maximum(np.mean(dev2 * dev2, axis=1) / var ** 2, 1e-6)))
+    kurt = np.where(flat, 0.0, np.log(np.maximum(np.add.reduce(dev2 * dev2, axis=1) / n / var ** 2, 1e-6)))
     return np.column_stack([pct, kurt]).ravel().tolist()
+
+
+def _frames_covered(first: np.ndarray, stop: np.ndarray, n_frames: int) -> np.ndarray:
+    """Per frame, how many of the runs ``[first, stop)`` (frame indices) cover it."""
+    # +1 where a run starts, -1 after it ends, summed up.
+    steps = np.bincount(first, minlength=n_frames + 1) - np.bincount(stop, minlength=n_frames + 1)
+    return np.cumsum(steps[:n_frames])
 
 
 def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
     """Peak share and run persistence of the whitened spectrum ``(frames, bins)`` (see the ``persistence`` block)."""
-    peak = white > _PEAK_FACTOR / np.sqrt(white.shape[1])
-    per_frame = np.count_nonzero(peak, axis=1)
-    n_peaks = int(per_frame.sum())
-    out = [n_peaks / peak.size]
-    n_frames = len(peak)
+    n_frames, n_bins = white.shape
     # The runs of peak frames in every bin at once: bins laid end to end, each followed by one non-peak frame
-    # so that no run crosses into the next bin.
-    lanes = np.zeros((peak.shape[1], n_frames + 1), np.int8)
-    lanes[:, :n_frames] = peak.T
-    edges = np.diff(lanes.ravel(), prepend=np.int8(0))
-    first, stop = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)   # a run is frames [first, stop)
+    # so that no run crosses into the next bin, after one leading non-peak frame.  Runs start and stop where
+    # the lane changes value, alternately: one pass finds both.
+    lanes = np.zeros(1 + n_bins * (n_frames + 1), bool)
+    np.greater(white.T, _PEAK_FACTOR / np.sqrt(n_bins), out=lanes[1:].reshape(n_bins, n_frames + 1)[:, :n_frames])
+    edges = np.flatnonzero(lanes[1:] != lanes[:-1])
+    first, stop = edges[0::2], edges[1::2]                  # a run is lane positions [first, stop)
     length = stop - first
+    first %= n_frames + 1
+    stop %= n_frames + 1
+    per_frame = _frames_covered(first, stop, n_frames)
+    n_peaks = int(length.sum())
+    means, shares = [], []
     for run in cfg.persistence_runs:
         if n_frames < run or not n_peaks:
-            out += [0.0, 0.0, 0.0]
+            means.append(0.0)
+            shares.append(np.zeros(n_frames))
             continue
         long = length >= run
-        # Per frame, its peaks that are in long runs: +1 where such a run starts, -1 after it ends, summed up.
-        steps = (np.bincount(first[long] % (n_frames + 1), minlength=n_frames + 1)
-                 - np.bincount(stop[long] % (n_frames + 1), minlength=n_frames + 1))
-        inside = np.cumsum(steps[:n_frames])
-        share = inside / np.maximum(per_frame, 1)
-        out += [float(inside.sum() / n_peaks), *_percentiles(share, (10, 50)).tolist()]
-    return out
+        inside = _frames_covered(first[long], stop[long], n_frames)
+        means.append(float(inside.sum() / n_peaks))
+        shares.append(inside / np.maximum(per_frame, 1))
+    pct = _percentiles(np.stack(shares), (10, 50))          # one sort for every run length
+    return [n_peaks / white.size, *np.column_stack([means, pct]).ravel().tolist()]
 
 
 def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     """Summarise frames ``[a, b)`` into one vector (layout of :func:`feature_names`)."""
     logmel, energy = fr.logmel[a:b], fr.energy_db[a:b]
-    level = energy.mean()
-    parts: list = []
-    mm, ms = _mean_std(logmel)
-    parts += [mm - level, ms]                                        # shape, not level
-    cm, cs = _mean_std(fr.mfcc[a:b])
+    m, c = cfg.n_mels, cfg.n_mfcc
+    em, es = _mean_std(fr.env[a:b])
+    sm, ss = _mean_std(fr.scalars[:, a:b], axis=1)
+    level, flat_mean, zcr_mean, cen_mean, mid_mean = sm              # level: the mean log energy
+    energy_std, flat_std, zcr_std, cen_std, mid_std = ss
+    parts: list = [em[:m] - level, es[:m]]                           # shape, not level
     d = cfg.delta_width
     mf = fr.mfcc[a:b]
     if len(mf) > 2 * d:
@@ -512,14 +581,13 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
         deltas = num / (2 * sum(k * k for k in range(1, d + 1)))
     else:
         deltas = np.zeros((1, cfg.n_mfcc), np.float32)
-    parts += [cm[1:], cs, deltas.std(axis=0)]
-    parts += list(_mean_std(fr.contrast[a:b]))
-    flat = fr.flatness[a:b]
-    parts += [[flat.mean(), flat.std()]]
+    parts += [em[m + 1:m + c], es[m:m + c], deltas.std(axis=0)]
+    parts += [em[m + c:], es[m + c:], [flat_mean, flat_std]]
 
     flux = fr.flux[a + 1:b] if b - a > 1 else fr.flux[a:b]           # flux into the first frame is unknown
-    fmean = float(flux.mean())
-    fcv = float(flux.std() / fmean) if fmean > 1e-6 else 0.0
+    fmean, fstd = _mean_std(flux)
+    fmean = float(fmean)
+    fcv = float(fstd / fmean) if fmean > 1e-6 else 0.0
     parts += [[fmean, fcv, _pulse_clarity(flux, cfg)]]
 
     ch = fr.chroma[a:b]
@@ -542,16 +610,13 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     elin = 10.0 ** ((energy - energy.max()) / 10.0)
     low_energy = float(np.mean(elin < 0.5 * elin.mean()))           # Scheirer & Slaney's low-energy ratio
     pauses = float(np.mean(energy < energy.max() - 30.0))            # near-silent frames
-    parts += [mods, [low_energy, pauses, energy.std() / 10.0]]
-    zcr = fr.zcr[a:b]
-    parts += [[zcr.mean(), zcr.std()]]
-    cen = fr.centroid[a:b]
-    parts += [[cen.mean() / 1000.0, cen.std() / 1000.0]]
+    parts += [mods, [low_energy, pauses, energy_std / 10.0, zcr_mean, zcr_std, cen_mean / 1000.0, cen_std / 1000.0]]
     w = fr.whitened[a:b]
+    # Similarity of each frame to the next (also the background's stability below).
+    adjacent = np.einsum("ij,ij->i", w[1:], w[:-1])
     for lag in cfg.stability_lags:
         if len(w) > lag:
-            s = np.einsum("ij,ij->i", w[lag:], w[:-lag])
-            parts += [[s.mean(), s.std()]]
+            parts += [_mean_std(adjacent if lag == 1 else np.einsum("ij,ij->i", w[lag:], w[:-lag]))]
         else:
             parts += [[1.0, 0.0]]
 
@@ -568,11 +633,10 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     if len(w) > 1:
         q = quiet[quiet < len(w) - 1]
         if len(q):
-            bg_stab = float(np.einsum("ij,ij->i", w[q], w[q + 1]).mean())
+            bg_stab = float(adjacent[q].mean())
     parts += [[fr.contrast[a:b][quiet].mean(), fr.flatness[a:b][quiet].mean(), bg_stab]]
     # Speech adds onsets in the formant bands (300-3000 Hz) that music alone spreads over the spectrum.
-    mid = fr.midflux[a:b]
-    parts += [[mid.mean(), mid.std()]]
+    parts += [[mid_mean, mid_std]]
     parts += [_change(deltas), _persistence(w, cfg)]
     out = np.concatenate([np.ravel(np.asarray(p, dtype=np.float32)) for p in parts])
     return out

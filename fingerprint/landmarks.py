@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import uniform_filter1d
 
 from .config import LandmarkConfig
 
@@ -51,16 +51,28 @@ def running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     """
     if size % 2 != 1:
         raise ValueError(f"size must be odd, got {size}")
-    half = size // 2
-    m = np.moveaxis(a, axis, 0)
-    n = m.shape[0]
-    m = np.concatenate([np.repeat(m[:1], half, axis=0), m, np.repeat(m[-1:], half, axis=0)])
-    span = 1
+    half, n = size // 2, a.shape[axis]
+    shape = list(a.shape)
+    shape[axis] += 2 * half
+    padded = np.empty(shape, a.dtype)
+    dst, src = np.moveaxis(padded, axis, 0), np.moveaxis(a, axis, 0)
+    dst[half: half + n] = src
+    dst[:half], dst[half + n:] = src[:1], src[-1:]
+    # In the flat C-order view, neighbours along axis are `unit` elements apart, so each step is one 1-D
+    # np.maximum; the windows of the kept outputs never cross into the next line.  Two buffers, used in turn.
+    unit = padded.strides[axis] // padded.itemsize
+    m, spare = padded.ravel(), np.empty(padded.size, a.dtype)
+    shifts, span = [], 1
     while span * 2 <= size:
-        m = np.maximum(m[:-span], m[span:])  # now: max over windows of 2 * span
+        shifts.append(span)  # after this step: max over windows of 2 * span
         span *= 2
-    out = np.maximum(m[:n], m[size - span: size - span + n])
-    return np.moveaxis(out, 0, axis)
+    shifts.append(size - span)  # two overlapping windows of span cover size
+    length = m.size
+    for shift in shifts:
+        d = shift * unit
+        np.maximum(m[:length - d], m[d:length], out=spare[:length - d])
+        m, spare, length = spare, m, length - d
+    return m.reshape(shape)[(slice(None),) * (axis % a.ndim) + (slice(0, n),)]
 
 
 @lru_cache(maxsize=8)
@@ -82,14 +94,21 @@ def stft(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return sfft.rfft(frames * hann_window(n_fft), axis=1)
 
 
-def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig) -> np.ndarray:
-    """Magnitude spectrogram in dB full scale, shape ``(frames, bins)``, Hann window, no centering."""
+def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig, bins: slice = slice(None)) -> np.ndarray:
+    """Magnitude spectrogram in dB full scale, shape ``(frames, bins)``, Hann window, no centering.
+
+    Only the FFT bins ``bins`` (default: all) are converted to dB: the log is not paid for bins left unused.
+    """
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected mono audio (1-D), got shape {y.shape}")
-    spec = np.abs(stft(y, cfg.n_fft, cfg.hop_length))
-    # Full-scale sine -> 0 dB.
-    return (20.0 * np.log10(spec / (cfg.n_fft / 4.0) + 1e-9)).astype(np.float32)
+    db = np.abs(stft(y, cfg.n_fft, cfg.hop_length)[:, bins])
+    # Full-scale sine -> 0 dB: 20 log10(magnitude / (n_fft / 4) + 1e-9), in float32, in place.
+    db /= cfg.n_fft / 4.0
+    db += 1e-9
+    np.log10(db, out=db)
+    db *= 20.0
+    return db
 
 
 def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
@@ -100,20 +119,31 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     ``cfg.level_weight`` times their level against a pink-noise slope, and the best ones of each one-second
     block are kept.
     """
-    spec = log_spectrogram(y, cfg)
     bin_hz = cfg.sample_rate / cfg.n_fft
     lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
-    hi = min(spec.shape[1] - 2, int(np.floor(cfg.fmax_hz / bin_hz)))
-    band = spec[:, lo - 1: hi + 2]  # one guard bin each side for interpolation
+    hi = min(cfg.n_fft // 2 - 1, int(np.floor(cfg.fmax_hz / bin_hz)))
+    band = log_spectrogram(y, cfg, slice(lo - 1, hi + 2))  # one guard bin each side for interpolation
     # Local maxima are sparse: find them first, then test and rank only those points.
     local_max = running_max(running_max(band, neighbourhood[0], 0), neighbourhood[1], 1)
     t, f = np.divmod(np.flatnonzero(band == local_max), band.shape[1])
     keep = (f > 0) & (f < band.shape[1] - 1) & (band[t, f] > _FLOOR_DB)  # not a guard bin, not silence
     t, f = t[keep], f[keep]
-    local_mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
+    # The local mean, uniform_filter(band, (whiten_time_frames, whiten_freq_bins), mode="nearest"), is read at
+    # these few points only: its time pass runs over the band, its frequency pass only at the points.  Like
+    # scipy's, that pass sums the float32 values in float64 and divides the sum; a window of dB values adds up
+    # exactly in float64 unless one is very close to 0 dB (within ~2e-5), so the order of the sum changes no bit.
+    rows, cols = band.shape
+    width = cfg.whiten_freq_bins
+    left = width // 2
+    time_mean = np.empty((rows, cols + width - 1), np.float32)  # edge-padded in frequency
+    uniform_filter1d(band, cfg.whiten_time_frames, axis=0, output=time_mean[:, left: left + cols], mode="nearest")
+    time_mean[:, :left] = time_mean[:, left: left + 1]
+    time_mean[:, left + cols:] = time_mean[:, left + cols - 1: left + cols]
+    windows = np.lib.stride_tricks.sliding_window_view(time_mean, width, axis=1)  # [t, f]: the bins around f
 
-    def prominence(rows: np.ndarray) -> np.ndarray:
-        return band[rows, f] - local_mean[rows, f]
+    def prominence(at: np.ndarray) -> np.ndarray:
+        local_mean = windows[at, f].sum(axis=1, dtype=np.float64) / width
+        return band[at, f] - local_mean.astype(np.float32)
 
     strength = prominence(t)
     rising = strength > 0
@@ -125,7 +155,7 @@ def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbour
     half = cfg.persist_frames // 2
     for k in range(-half, cfg.persist_frames - half):
         if k:
-            strength = np.minimum(strength, prominence(np.clip(t + k, 0, len(band) - 1)))
+            strength = np.minimum(strength, prominence(np.clip(t + k, 0, rows - 1)))
     fft_bin = f + (lo - 1)
     if cfg.level_weight:
         # Level against a pink slope (equal energy per octave): what broadband noise would leave standing.
@@ -186,31 +216,39 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
     if n < 2:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)
     t = peaks.time * np.float32(speed)
-    fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int64)
+    fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int32)  # units, >= 0
+    df_max = cfg.df_max // cfg.freq_quant
     # Peaks are time-sorted, so a target zone of dt_max frames holds at most this many following peaks.
     width = int(min(n - 1, np.max(np.searchsorted(t, t + cfg.dt_max + 1, side="left") - np.arange(n))))
     if width <= 0:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)
-    anchors = np.arange(n)[:, None]
-    targets = anchors + np.arange(1, width + 1)[None, :]
-    inside = targets < n
-    targets = np.minimum(targets, n - 1)
-    dt = np.rint(t[targets] - t[anchors]).astype(np.int64)
-    df = fq[targets] - fq[anchors]
-    ok = inside & (dt >= cfg.dt_min) & (dt <= cfg.dt_max) & (np.abs(df) <= cfg.df_max // cfg.freq_quant)
+
+    def following(x: np.ndarray, fill: float) -> np.ndarray:
+        """Row a: the ``width`` values after ``x[a]``, ``fill`` past the end (windows of a padded copy)."""
+        padded = np.concatenate([x[1:], np.full(width, fill, x.dtype)])
+        return np.lib.stride_tricks.sliding_window_view(padded, width)
+
+    # (anchors x width) matrices, in 32 bits; past the last peak, a frequency below every zone makes no pair.
+    dt = np.rint(following(t, t[-1]) - t[:, None])  # whole frames, still float32
+    df = following(fq, -df_max - 1) - fq[:, None]
+    ok = (dt >= cfg.dt_min) & (dt <= cfg.dt_max) & (np.abs(df) <= df_max)
     if pool is not None and pool > fanout:
         ok &= np.cumsum(ok, axis=1) <= pool
         # Rank the pool by strength (ties: the nearer first) and keep the best fanout of each row.
-        score = np.where(ok, peaks.strength[targets], -np.inf)
+        score = np.where(ok, following(peaks.strength, 0.0), -np.inf)
         order = np.argsort(-score, axis=1, kind="stable")
         best = np.zeros_like(ok)
         np.put_along_axis(best, order[:, :fanout], True, axis=1)
         ok &= best
-    else:
-        ok &= np.cumsum(ok, axis=1) <= fanout
-    ai, k = np.nonzero(ok)
-    f1 = fq[ai]
-    h = (f1 << (_DF_BITS + _DT_BITS)) | ((df[ai, k] + (1 << (_DF_BITS - 1))) << _DT_BITS) | dt[ai, k]
+    pair = np.flatnonzero(ok)  # row-major, like np.nonzero, but much cheaper than 2-D indices
+    ai = pair // width
+    # Keep each anchor's fanout nearest pairs (all, after the pool's choice): those whose pair fanout places
+    # earlier has another anchor.
+    nearest = np.ones(len(pair), bool)
+    nearest[fanout:] = ai[fanout:] != ai[:len(ai) - fanout]
+    pair, ai = pair[nearest], ai[nearest]
+    dt, df = dt.ravel()[pair].astype(np.int64), df.ravel()[pair]
+    h = (fq[ai].astype(np.int64) << (_DF_BITS + _DT_BITS)) | ((df + (1 << (_DF_BITS - 1))) << _DT_BITS) | dt
     return h.astype(np.uint32), np.rint(t[ai]).astype(np.int32)
 
 

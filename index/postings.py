@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -121,6 +122,11 @@ class Segment:
     def __len__(self) -> int:
         return len(self.low)
 
+    @cached_property
+    def bucket_edges(self) -> list[int]:
+        """``buckets`` as Python ints (read once per bucket per query)."""
+        return self.buckets.tolist()
+
     def hashes(self) -> np.ndarray:
         """Every posting's full hash, in storage order (the bucket number gives the high bits)."""
         high = np.repeat(np.arange(len(self.buckets) - 1, dtype=np.uint32), np.diff(self.buckets))
@@ -142,16 +148,24 @@ class Segment:
         hi = np.zeros(len(hashes), np.int64)
         buckets, first = np.unique(high, return_index=True)
         last = np.append(first[1:], len(hashes))
-        n_buckets = len(self.buckets) - 1
+        edges = self.bucket_edges
+        n_buckets = len(edges) - 1
+        # A query touches most buckets: inside the loop only list lookups and the two searches, positions
+        # within each run; the runs' starts are added to all of them at once afterwards.
         for b, qs, qe in zip(buckets.tolist(), first.tolist(), last.tolist()):
             if b >= n_buckets:
-                continue
-            start, end = int(self.buckets[b]), int(self.buckets[b + 1])
+                break                       # buckets ascend: the rest are past the table too
+            start, end = edges[b], edges[b + 1]
             if start == end:
                 continue
-            run = self.low[start:end]
-            lo[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="left")
-            hi[qs:qe] = start + np.searchsorted(run, low[qs:qe], side="right")
+            run, needles = self.low[start:end], low[qs:qe]
+            lo[qs:qe] = run.searchsorted(needles, "left")
+            hi[qs:qe] = run.searchsorted(needles, "right")
+        starts = self.buckets[np.minimum(buckets, n_buckets)]
+        starts[buckets >= n_buckets] = 0    # hashes past the table: empty ranges [0, 0)
+        offset = np.repeat(starts, last - first)
+        lo += offset
+        hi += offset
         out_lo, out_hi = np.empty_like(lo), np.empty_like(hi)
         if max_postings is not None:
             hi = np.where(hi - lo > max_postings, lo, hi)

@@ -1,7 +1,7 @@
 """The identify record: one dataclass that the library returns and the CLI and HTTP API serialise."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 STATUSES = ("match", "no_match", "error")
@@ -36,7 +36,13 @@ class Result:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {("class" if k == "klass" else k): v for k, v in asdict(self).items()}
+        # Field by field rather than dataclasses.asdict, whose deep copy costs more than the rest of the record
+        # (every HTTP identify answers with one); the neighbours are the only nested values.
+        d = {key: getattr(self, name) for key, name in _KEYS}
+        if d["neighbours"] is not None:
+            d["neighbours"] = [dict(n) for n in d["neighbours"]]
+        return d
 
 
-FIELDS = tuple("class" if k == "klass" else k for k in Result.__dataclass_fields__)
+_KEYS = tuple(("class" if k == "klass" else k, k) for k in Result.__dataclass_fields__)
+FIELDS = tuple(key for key, _ in _KEYS)

@@ -117,6 +117,55 @@ def test_reference_anchors_pair_with_their_strongest_nearby_targets():
     assert first(*pair_hashes(peaks, CFG, 4, pool=8)) == [4, 10, 14, 16]
 
 
+def _pairs_one_by_one(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float, pool: int | None):
+    """pair_hashes written anchor by anchor: the targets in the zone, nearest first, then the pool's strongest."""
+    t = peaks.time * np.float32(speed)
+    fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int64)
+    out = []
+    for a in range(len(t)):
+        zone = [b for b in range(a + 1, len(t))
+                if cfg.dt_min <= np.rint(t[b] - t[a]) <= cfg.dt_max and abs(fq[b] - fq[a]) <= cfg.df_max // cfg.freq_quant]
+        if pool is not None and pool > fanout:
+            zone = sorted(zone[:pool], key=lambda b: (-peaks.strength[b], b))[:fanout]
+        for b in sorted(zone[:fanout]):
+            dt, df = int(np.rint(t[b] - t[a])), int(fq[b] - fq[a])
+            out.append(((int(fq[a]) << 14) | ((df + 128) << 6) | dt, int(np.rint(t[a]))))
+    return out
+
+
+@pytest.mark.parametrize("fanout, speed, pool", [(32, 1.0, None), (4, 1.02, None), (1, 0.97, None), (4, 1.0, 8),
+                                                 (2, 1.0, 50), (0, 1.0, None)])
+def test_pair_hashes_equal_pairing_anchor_by_anchor(fanout, speed, pool):
+    rng = np.random.default_rng(fanout)
+    n = 300
+    peaks = Peaks(np.sort(rng.integers(0, 400, n)).astype(np.float32), rng.uniform(26, 870, n).astype(np.float32),
+                  rng.normal(10, 5, n).astype(np.float32))
+    h, t = pair_hashes(peaks, CFG, fanout, speed, pool=pool)
+    assert list(zip(h.tolist(), t.tolist())) == _pairs_one_by_one(peaks, CFG, fanout, speed, pool)
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_peak_prominence_is_height_over_the_whitening_mean(seed):
+    """With one frame of persistence and no level term, a peak's strength is its dB over scipy's uniform filter
+    of the band (the peak finder reads that mean at the peaks only)."""
+    from scipy.ndimage import uniform_filter
+
+    from audioid.fingerprint.landmarks import log_spectrogram
+
+    cfg = replace(CFG, persist_frames=1, level_weight=0.0)
+    y = synth.mix_at_snr(synth.music_track(seed, 10.0, cfg.sample_rate),
+                         synth.pink_noise(seed, 10 * cfg.sample_rate), 10.0).astype(np.float32)
+    peaks = query_peaks(y, cfg)
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    lo, hi = int(np.ceil(cfg.fmin_hz / bin_hz)), int(np.floor(cfg.fmax_hz / bin_hz))
+    band = log_spectrogram(y, cfg)[:, lo - 1: hi + 2]
+    mean = uniform_filter(band, size=(cfg.whiten_time_frames, cfg.whiten_freq_bins), mode="nearest")
+    t, f = peaks.time.astype(int), np.rint(peaks.freq).astype(int) - (lo - 1)
+    ok = np.abs(peaks.freq - np.rint(peaks.freq)) < 0.49        # the bin is unambiguous
+    assert ok.mean() > 0.9 and len(peaks) > 100
+    assert np.array_equal(peaks.strength[ok], (band - mean)[t[ok], f[ok]])
+
+
 def test_postings_lookup_matches_brute_force(tmp_path):
     rng = np.random.default_rng(0)
     bits = 23
