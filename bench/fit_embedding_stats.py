@@ -5,7 +5,8 @@ a projection on the first ``--out-dim`` principal axes) is fitted once per embed
 with the package, so every index maps vectors the same way and an index grown by adds answers exactly like one
 built in one go.  It is fitted only on clips of the :data:`TUNING_PACKAGES` (four music packages, three speech
 packages), with equal numbers of music, dialogue and speech-over-music clips, so ``bench/classify.py`` can report
-figures on packages the transform never saw.  The same inputs give the same file, byte for byte.
+figures on packages the transform never saw.  The same inputs give the same file, byte for byte; ``--check``
+also accepts a refit that differs by float rounding only (index vectors within 1e-4).
 
 This module also defines the benchmark's clip set, shared with ``bench/classify.py``: 10 s *music* clips (evenly
 spaced excerpts and the outro of each corpus music track), *dialogue* clips (consecutive 10 s of each speech
@@ -166,6 +167,10 @@ def tuning_examples(corpus: str = CORPUS, cfg: EmbeddingConfig = EmbeddingConfig
     return examples, embed_examples(examples, cfg)
 
 
+#: Largest change of an index vector (unit length) that ``--check`` puts down to float rounding.
+_ROUNDING = 1e-4
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default=CORPUS)
@@ -184,11 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(doc, separators=(",", ":")) + "\n"
     path = standardizer_path(cfg)
     old = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+    same = old == text
+    if old is not None and not same:
+        # Reordered float32 sums (another BLAS, a faster embedding) move the fit by rounding only: the shipped
+        # transform still stands when it maps the fit set to the same index vectors.
+        shipped = Standardizer.from_dict(json.loads(old)["standardizer"])
+        if shipped.out_dim == st.out_dim:
+            moved = float(np.abs(shipped.transform(raw) - st.transform(raw)).max())
+            same = moved < _ROUNDING
+            print(f"the refit moves the fit set's index vectors by at most {moved:.1e}", file=sys.stderr)
     print(f"v{cfg.version}: {st.dim} -> {st.out_dim} dims, fitted on {counts}, weighted variance kept "
-          f"{100 * kept:.1f} %; {'unchanged' if old == text else 'differs from the shipped file'}",
-          file=sys.stderr)
+          f"{100 * kept:.1f} %; {'unchanged' if same else 'differs from the shipped file'}", file=sys.stderr)
     if args.check:
-        return 0 if old == text else 1
+        return 0 if same else 1
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
