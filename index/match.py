@@ -61,6 +61,8 @@ def poisson_sf(k: int, lam: float) -> float:
     log_term = k * math.log(lam) - lam - math.lgamma(k + 1)
     total, i = 0.0, k
     term = math.exp(log_term)
+    if term == 0.0:         # below the smallest double: the sum would stay 0 through a thousand terms
+        return 0.0
     while True:
         total += term
         i += 1
@@ -220,29 +222,28 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
     base = int(qtimes.max())  # offsets are >= -max(qtimes): keep keys non-negative
     key = np.sort(((values - qtimes + base) << shift) | qtimes)
     diff_sorted = (key >> shift) - base
-    best: Candidate | None = None
+    # Every pile here shares the hits, frames and hypotheses, so the one with the most votes is the most
+    # significant: count the votes of each, then locate only the winner (the next one if it is in no track).
+    piles = []
     for off in _top_offsets(diff_sorted, 5):
         # The pile: hits within one frame of the offset.
         pile = key[np.searchsorted(diff_sorted, off - 1): np.searchsorted(diff_sorted, off + 1, side="right")]
         pile_q = pile & ((1 << shift) - 1)
         pile_diff = (pile >> shift) - base
-        pile_values = pile_diff + pile_q
         # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
         # one piece of evidence, not several.
-        votes = len(np.unique(pile_q * 3 + (pile_diff - off + 1)))
+        piles.append((len(np.unique(pile_q * 3 + (pile_diff - off + 1))), off, pile_q, pile_diff + pile_q))
+    for votes, off, pile_q, pile_values in sorted(piles, key=lambda p: -p[0]):     # stable: ties keep their order
         where = _locate(segments, pile_values)
         if where is None:
             continue
         s, row = where
         track = segments[s].tracks[row]
         first, last = _matched_span(pile_q)
-        cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
+        return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
                          false_alarms=false_alarms(votes, len(values), frames, hypotheses, overdispersion),
-                         offset_frames=int(off - track[0]), speed=speed,
-                         first_frame=first, last_frame=last)
-        if best is None or cand.false_alarms < best.false_alarms:
-            best = cand
-    return best
+                         offset_frames=int(off - track[0]), speed=speed, first_frame=first, last_frame=last)
+    return None
 
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
