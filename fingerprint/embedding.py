@@ -71,7 +71,6 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.ndimage import uniform_filter1d   # imported by the landmark code anyway: no extra start-up cost
 
 from .config import config_from_dict
 from .landmarks import stft
@@ -270,7 +269,7 @@ class _Filterbank(NamedTuple):
     freqs: np.ndarray                # (bins,) Hz
     ones: np.ndarray                 # (bins,) for row sums as BLAS matrix-vector products (a quarter of np.sum's cost)
     dct: np.ndarray                  # (n_mfcc, n_mels) orthonormal DCT-II
-    formant: np.ndarray              # (n_mels,) bool: mel bands centred in 300-3000 Hz
+    rise_sums: np.ndarray            # (n_mels, 2): sums over all mel bands, and over those centred in 300-3000 Hz
 
 
 @lru_cache(maxsize=8)
@@ -307,7 +306,8 @@ def _filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, n_mfcc:
     return _Filterbank(mel_blocks=_mel_blocks(mel.astype(np.float32)), chroma=chroma[:, chroma_bins].astype(np.float32),
                        chroma_bins=chroma_bins, bands=bands, freqs=freqs.astype(np.float32),
                        ones=np.ones(len(freqs), np.float32), dct=dct.astype(np.float32),
-                       formant=(centres >= 300.0) & (centres <= 3000.0))
+                       rise_sums=np.column_stack([np.ones(n_mels), (centres >= 300.0) & (centres <= 3000.0)]
+                                                 ).astype(np.float32))
 
 
 def _mel_blocks(mel: np.ndarray, size: int = 8) -> list[tuple[slice, slice, np.ndarray]]:
@@ -367,6 +367,27 @@ class _Frames:
     scalars: np.ndarray     # (5, T): energy_db, flatness, zcr, centroid and midflux are its rows
 
 
+def _above_local_mean(x: np.ndarray) -> np.ndarray:
+    """``x`` ``(rows, columns)`` minus the mean of the 9 columns around each column, edge columns repeated.
+
+    ``x - scipy.ndimage.uniform_filter1d(x, 9, axis=1, mode="nearest")`` up to float32 rounding, at 3/4 of its
+    cost: the sums of 9 as 4 additions of shifted views (sums of 3 adjacent columns, then of 3 such sums 3
+    apart) instead of scipy's running sum line by line.  Summed relative to each row's first value, so that a
+    constant row (digital silence) gives exactly 0, as scipy's float64 sums do.
+    """
+    padded = np.empty((x.shape[0], x.shape[1] + 8), np.float32)
+    rel = padded[:, 4:-4]
+    np.subtract(x, x[:, :1], out=rel)
+    padded[:, :4] = 0.0                      # the first column, relative to itself
+    padded[:, -4:] = rel[:, -1:]
+    three = padded[:, :-2] + padded[:, 1:-1]
+    three += padded[:, 2:]
+    mean = three[:, :-6] + three[:, 3:-3]
+    mean += three[:, 6:]
+    mean *= np.float32(1.0 / 9.0)
+    return np.subtract(rel, mean, out=mean)
+
+
 def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     n, hop = cfg.n_fft, cfg.hop_length
     if len(y) < n:
@@ -401,6 +422,12 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     # Sorted rather than partitioned (numpy's SIMD sort is several times faster); the quantiles summed by BLAS,
     # both alike, so that a flat band has exactly 0 contrast.
     for j, (i0, i1, k) in enumerate(fb.bands):
+        if k == 1:
+            # Peak and valley are one bin each: max minus min (the same values), taken down the rows of the
+            # transposed band, which runs across frames at once; sorting short rows costs 4x more.
+            rows = np.ascontiguousarray(logpow[:, i0:i1].T)
+            np.subtract(rows.max(axis=0), rows.min(axis=0), out=contrast[:, j])
+            continue
         s = np.sort(logpow[:, i0:i1], axis=1)
         contrast[:, j] = (s[:, -k:] @ fb.ones[:k] - s[:, :k] @ fb.ones[:k]) / k
 
@@ -408,27 +435,32 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     nb = len(fb.ones) - 1
     flatness[:] = np.exp((logpow[:, 1:] @ fb.ones[1:]) * np.float32(np.log(10.0) / 10.0 / nb))
     flatness /= (power[:, 1:] @ fb.ones[1:]) / np.float32(nb) + _POWER_FLOOR
+    rise = np.subtract(logmel[1:], logmel[:-1])
+    np.maximum(rise, 0.0, out=rise)
+    total_rise, mid_rise = (rise @ fb.rise_sums).T      # both sums in one pass
     flux = np.zeros(len(power), np.float32)
-    rise = np.maximum(np.diff(logmel, axis=0), 0.0)
-    flux[1:] = rise.mean(axis=1)
+    np.divide(total_rise, m, out=flux[1:])
     # Share of each frame's rise that falls in the speech formant bands.
     midflux[0] = 0.0
-    midflux[1:] = rise[:, fb.formant].sum(axis=1) / (rise.sum(axis=1) + 1e-3)
+    np.divide(mid_rise, total_rise + 1e-3, out=midflux[1:])
 
     chroma = power[:, fb.chroma_bins] @ fb.chroma.T
     chroma /= chroma.sum(axis=1, keepdims=True) + _POWER_FLOOR
 
     # Zero crossings per sample in each frame.  The n - 1 sign changes a frame spans are those of q whole hops
-    # and the first r of the next hop: counted per hop, cheaper than a running count over every sample.
+    # and the first r of the next hop: counted per hop, cheaper than a running count over every sample.  The
+    # hops' counts as float32 BLAS sums (exact: at most hop), cheaper than integer sums of bytes; their running
+    # sum in float64, exact on any track.
     q, r = divmod(n - 1, hop)
     sign = np.signbit(y)
     used = min(len(y) - 1, (n_frames + q) * hop)
-    crossing = np.zeros((n_frames + q) * hop, np.uint8)
-    np.not_equal(sign[1:used + 1], sign[:used], out=crossing[:used].view(bool))
-    crossing = crossing.reshape(n_frames + q, hop)
-    before = np.zeros(n_frames + q + 1, np.int32)          # changes before each hop
-    np.cumsum(np.add.reduce(crossing, axis=1, dtype=np.int32), out=before[1:])
-    head = np.add.reduce(crossing[q:, :r], axis=1, dtype=np.int32)
+    crossing = np.zeros((n_frames + q) * hop, bool)
+    np.not_equal(sign[1:used + 1], sign[:used], out=crossing[:used])
+    crossing = crossing.reshape(n_frames + q, hop).astype(np.float32)
+    ones = np.ones(hop, np.float32)
+    before = np.zeros(n_frames + q + 1)                     # changes before each hop
+    np.cumsum(crossing @ ones, out=before[1:])
+    head = crossing[q:, :r] @ ones[:r]
     zcr[:] = (before[q:q + n_frames] - before[:n_frames] + head[:n_frames]) / np.float32(n - 1)
 
     np.divide(power @ fb.freqs, total + _POWER_FLOOR, out=centroid)
@@ -436,10 +468,9 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
     lo, hi = int(np.searchsorted(fb.freqs, 100.0)), int(np.searchsorted(fb.freqs, 4000.0))
     band = logpow[:, lo:hi]
-    white = uniform_filter1d(band, 9, axis=1, mode="nearest")     # mean of the 9 bins around each
-    np.subtract(band, white, out=white)
+    white = _above_local_mean(band)
     np.maximum(white, 0.0, out=white)
-    white /= np.linalg.norm(white, axis=1, keepdims=True) + 1e-6
+    white /= np.sqrt(np.einsum("ij,ij->i", white, white))[:, None] + 1e-6      # np.linalg.norm at half the cost
 
     return _Frames(logmel=logmel, mfcc=mfcc, contrast=contrast, flatness=flatness, flux=flux, chroma=chroma,
                    energy_db=energy_db, zcr=zcr, centroid=centroid, whitened=white, midflux=midflux, env=env,
@@ -466,11 +497,24 @@ def _percentiles(x: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
     ``np.percentile``'s linear interpolation (the same formula), from one sort: on the few hundred values of a
     window, ``np.percentile``'s general machinery costs several times the sort.
     """
-    xs = np.sort(x, axis=-1)
-    pos = np.asarray(q, dtype=np.float64) / 100.0 * (xs.shape[-1] - 1)
+    return _sorted_percentiles(np.sort(x, axis=-1), q)
+
+
+@lru_cache(maxsize=64)
+def _percentile_points(n: int, q: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted positions below and above percentiles ``q`` of ``n`` values, and the fraction between them."""
+    pos = np.asarray(q, dtype=np.float64) / 100.0 * (n - 1)
     below = np.floor(pos).astype(np.intp)
-    frac = pos - below
-    a, b = xs[..., below], xs[..., np.minimum(below + 1, xs.shape[-1] - 1)]
+    points = below, np.minimum(below + 1, n - 1), pos - below
+    for a in points:
+        a.flags.writeable = False            # shared by every caller
+    return points
+
+
+def _sorted_percentiles(xs: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """:func:`_percentiles` of values ``xs`` already sorted along their last axis."""
+    below, above, frac = _percentile_points(xs.shape[-1], q)
+    a, b = xs[..., below], xs[..., above]
     return np.where(frac >= 0.5, b - (b - a) * (1.0 - frac), a + (b - a) * frac)
 
 
@@ -480,12 +524,13 @@ def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
     x = onset - onset.mean()
     if len(x) <= lo + 2 or not np.any(x):
         return 0.0
-    nfft = int(sfft.next_fast_len(2 * len(x)))
-    ac = sfft.irfft(np.abs(sfft.rfft(x, nfft)) ** 2, nfft)[: len(x)]
+    # Only lags 0 and lo..top are read: direct products cost half of a full autocorrelation by FFT.
+    top = min(hi, len(x) - 2)
+    ac = np.correlate(np.concatenate([x, np.zeros(top, x.dtype)]), x)
     # Unbiased by the overlap length, so long lags are not penalised for having fewer products.
-    ac = ac / (len(x) - np.arange(len(x)))
+    ac /= len(x) - np.arange(top + 1)
     ac /= ac[0] if ac[0] > 0 else 1.0
-    return float(np.max(ac[lo: min(hi, len(x) - 2) + 1]))
+    return float(np.max(ac[lo:]))
 
 
 @lru_cache(maxsize=16)
@@ -496,25 +541,48 @@ def _hanning(n: int) -> np.ndarray:
     return window
 
 
-def _modulation_share(env_db: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
-    """Share of each envelope's modulation power at 3-6 Hz among 0.5-25 Hz; ``env_db`` is ``(frames, bands)``."""
+@lru_cache(maxsize=16)
+def _modulation_bins(n_frames: int, frame_seconds: float) -> tuple[slice, slice]:
+    """The rfft bins of ``n_frames`` frames at 0.5-25 Hz and at 3-6 Hz, as slices."""
+    f = np.fft.rfftfreq(n_frames, d=frame_seconds)
+    found = []
+    for lo, hi in ((0.5, 25.0), (3.0, 6.0)):
+        on = np.flatnonzero((f >= lo) & (f <= hi))
+        found.append(slice(int(on[0]), int(on[-1]) + 1) if len(on) else slice(0, 0))
+    return found[0], found[1]
+
+
+def _modulation_share(env_db: np.ndarray, mean: np.ndarray, cfg: EmbeddingConfig) -> np.ndarray:
+    """Share of each envelope's modulation power at 3-6 Hz among 0.5-25 Hz; ``env_db`` is ``(frames, bands)``
+    and ``mean`` its mean over frames."""
     if len(env_db) < 8:
         return np.zeros(env_db.shape[1])
     # float32 like its input: a power ratio needs no more, and the transform is twice as fast.
-    x = (env_db - env_db.mean(axis=0)) * _hanning(len(env_db))[:, None]
-    spec = np.abs(sfft.rfft(x, axis=0)) ** 2
-    f = np.fft.rfftfreq(len(x), d=cfg.frame_seconds)
-    total = spec[(f >= 0.5) & (f <= 25.0)].sum(axis=0)
-    return np.where(total > 1e-9, spec[(f >= 3.0) & (f <= 6.0)].sum(axis=0) / np.maximum(total, 1e-9), 0.0)
+    x = env_db - mean
+    x *= _hanning(len(env_db))[:, None]
+    # Power as re**2 + im**2 of the interleaved parts, summed over each bin range, then the two parts added.
+    spec = sfft.rfft(x, axis=0)
+    parts = spec.view(spec.real.dtype)       # (bins, 2 x bands): real and imaginary parts side by side
+    np.multiply(parts, parts, out=parts)
+    full, syllable = _modulation_bins(len(x), cfg.frame_seconds)
+    total, mid = (np.add.reduce(parts[bins], axis=0).reshape(-1, 2).sum(axis=1) for bins in (full, syllable))
+    return np.where(total > 1e-9, mid / np.maximum(total, 1e-9), 0.0)
+
+
+@lru_cache(maxsize=8)
+def _change_groups(n_mfcc: int) -> np.ndarray:
+    """``(n_mfcc, groups)`` float32: column ``j`` is 1 on the coefficients of ``_CHANGE_GROUPS[j]``."""
+    groups = np.zeros((n_mfcc, len(_CHANGE_GROUPS)), np.float32)
+    for j, g in enumerate(_CHANGE_GROUPS):
+        groups[g, j] = 1.0
+    groups.flags.writeable = False
+    return groups
 
 
 def _change(deltas: np.ndarray) -> list[float]:
     """Distribution of the per-frame norm of MFCC deltas, per coefficient group (see the ``change`` block)."""
     # Each group's sum of squares as one matrix product: summing short column slices row by row costs 8x more.
-    groups = np.zeros((deltas.shape[1], len(_CHANGE_GROUPS)), np.float32)
-    for j, g in enumerate(_CHANGE_GROUPS):
-        groups[g, j] = 1.0
-    norms = np.sqrt(np.square(deltas) @ groups).T.astype(np.float64)
+    norms = np.sqrt(np.square(deltas) @ _change_groups(deltas.shape[1])).T.astype(np.float64)
     # np.mean and np.var's operations, with the squared deviations kept for the kurtosis.
     n = norms.shape[1]
     mean = np.add.reduce(norms, axis=1) / n
@@ -564,6 +632,17 @@ def _persistence(white: np.ndarray, cfg: EmbeddingConfig) -> list[float]:
     return [n_peaks / white.size, *np.column_stack([means, pct]).ravel().tolist()]
 
 
+@lru_cache(maxsize=8)
+def _split_groups(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and sizes of the ``k`` groups ``np.array_split`` makes of ``n`` values."""
+    sizes = np.full(k, n // k)
+    sizes[:n % k] += 1
+    starts = np.cumsum(sizes) - sizes
+    for a in (starts, sizes):
+        a.flags.writeable = False
+    return starts, sizes
+
+
 def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     """Summarise frames ``[a, b)`` into one vector (layout of :func:`feature_names`)."""
     logmel, energy = fr.logmel[a:b], fr.energy_db[a:b]
@@ -576,12 +655,15 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     d = cfg.delta_width
     mf = fr.mfcc[a:b]
     if len(mf) > 2 * d:
-        # Regression deltas over +-d frames (as librosa's, without edge padding).
-        num = sum(k * (mf[d + k: len(mf) - d + k] - mf[d - k: len(mf) - d - k]) for k in range(1, d + 1))
-        deltas = num / (2 * sum(k * k for k in range(1, d + 1)))
+        # Regression deltas over +-d frames (as librosa's, without edge padding), summed in place.
+        n = len(mf)
+        deltas = mf[d + 1: n - d + 1] - mf[d - 1: n - d - 1]
+        for k in range(2, d + 1):
+            deltas += k * (mf[d + k: n - d + k] - mf[d - k: n - d - k])
+        deltas /= 2 * sum(k * k for k in range(1, d + 1))
     else:
         deltas = np.zeros((1, cfg.n_mfcc), np.float32)
-    parts += [em[m + 1:m + c], es[m:m + c], deltas.std(axis=0)]
+    parts += [em[m + 1:m + c], es[m:m + c], _mean_std(deltas)[1]]
     parts += [em[m + c:], es[m + c:], [flat_mean, flat_std]]
 
     flux = fr.flux[a + 1:b] if b - a > 1 else fr.flux[a:b]           # flux into the first frame is unknown
@@ -593,23 +675,25 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
     ch = fr.chroma[a:b]
     profile = ch.mean(axis=0)
     profile = np.sort(profile / (profile.sum() + 1e-9))[::-1]
-    ent = -(ch * np.log(ch + 1e-9)).sum(axis=1).mean() / np.log(12.0)
+    # Sums of products as dot products: less than half the cost of elementwise products summed row by row.
+    logch = ch + np.float32(1e-9)
+    np.log(logch, out=logch)
+    ent = -float(np.vdot(ch, logch)) / len(ch) / np.log(12.0)
     if len(ch) > 1:
-        cn = ch / (np.linalg.norm(ch, axis=1, keepdims=True) + 1e-9)
-        cstab = float((cn[1:] * cn[:-1]).sum(axis=1).mean())
+        norm = np.sqrt(np.einsum("ij,ij->i", ch, ch)) + 1e-9
+        cstab = float(np.mean(np.einsum("ij,ij->i", ch[1:], ch[:-1]) / (norm[1:] * norm[:-1])))
     else:
         cstab = 1.0
     parts += [profile, [ent, cstab]]
 
     # Syllable-rate modulation in three band groups (low, speech formants, high).
-    m = cfg.n_mels
-    groups = (slice(0, m // 4), slice(m // 4, 3 * m // 4), slice(3 * m // 4, m))
     # Per band, then averaged: speech formants between loud music partials still modulate their own bands.
-    share = _modulation_share(logmel, cfg)
-    mods = [share[g].mean() for g in groups]
+    share = _modulation_share(logmel, em[:m], cfg)
+    q1, q3 = m // 4, 3 * m // 4
+    mods = np.add.reduceat(share, [0, q1, q3]) / [q1, q3 - q1, m - q3]
     elin = 10.0 ** ((energy - energy.max()) / 10.0)
-    low_energy = float(np.mean(elin < 0.5 * elin.mean()))           # Scheirer & Slaney's low-energy ratio
-    pauses = float(np.mean(energy < energy.max() - 30.0))            # near-silent frames
+    low_energy = np.count_nonzero(elin < 0.5 * elin.mean()) / len(elin)   # Scheirer & Slaney's low-energy ratio
+    pauses = np.count_nonzero(energy < energy.max() - 30.0) / len(energy)  # near-silent frames
     parts += [mods, [low_energy, pauses, energy_std / 10.0, zcr_mean, zcr_std, cen_mean / 1000.0, cen_std / 1000.0]]
     w = fr.whitened[a:b]
     # Similarity of each frame to the next (also the background's stability below).
@@ -622,24 +706,28 @@ def _pool(fr: _Frames, a: int, b: int, cfg: EmbeddingConfig) -> np.ndarray:
 
     # Background: what is left between the loudest events.  Under dialogue it is silence or room noise; under
     # speech over music it is the music bed (tonal, contrasted, stable partials).
-    parts += [(_percentiles(energy, (10, 25, 50, 90)) - level) / 10.0]
+    by_energy = np.sort(energy)
+    parts += [(_sorted_percentiles(by_energy, (10, 25, 50, 90)) - level) / 10.0]
+    # The n_bg quietest frames, the earliest first among equal energies (a stable argsort's), as 0/1 weights.
     n_bg = max(1, int(round(_BG_SHARE * len(energy))))
-    quiet = np.sort(np.argsort(energy, kind="stable")[:n_bg])
-    bg_mel = logmel[quiet].mean(axis=0) - level
-    sizes = np.full(_N_BG_BANDS, len(bg_mel) // _N_BG_BANDS)
-    sizes[:len(bg_mel) % _N_BG_BANDS] += 1                            # the groups of np.array_split
-    parts += [np.add.reduceat(bg_mel, np.cumsum(sizes) - sizes) / sizes]
+    edge = by_energy[n_bg - 1]
+    quiet = energy < edge
+    ties = np.flatnonzero(energy == edge)
+    quiet[ties[:n_bg - np.count_nonzero(quiet)]] = True
+    weights = quiet.astype(np.float32)
+    # Means over the quiet frames as BLAS matrix-vector products (one for the log-mel and contrast columns).
+    bg_env = weights @ fr.env[a:b] / n_bg
+    starts, sizes = _split_groups(m, _N_BG_BANDS)
+    parts += [np.add.reduceat(bg_env[:m] - level, starts) / sizes]
     bg_stab = 1.0
-    if len(w) > 1:
-        q = quiet[quiet < len(w) - 1]
-        if len(q):
-            bg_stab = float(adjacent[q].mean())
-    parts += [[fr.contrast[a:b][quiet].mean(), fr.flatness[a:b][quiet].mean(), bg_stab]]
+    n_adjacent = np.count_nonzero(quiet[:-1])         # those followed by a frame of the window
+    if n_adjacent:
+        bg_stab = float(weights[:-1] @ adjacent) / n_adjacent
+    parts += [[bg_env[m + c:].mean(), float(weights @ fr.flatness[a:b]) / n_bg, bg_stab]]
     # Speech adds onsets in the formant bands (300-3000 Hz) that music alone spreads over the spectrum.
     parts += [[mid_mean, mid_std]]
     parts += [_change(deltas), _persistence(w, cfg)]
-    out = np.concatenate([np.ravel(np.asarray(p, dtype=np.float32)) for p in parts])
-    return out
+    return np.concatenate(parts, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- API

@@ -98,6 +98,25 @@ def _live(values: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return ~inside
 
 
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Mask of the first element of each run of equal values in the sorted ``ordered``."""
+    first = np.empty(len(ordered), bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
+
+
+def _unique_inverse(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(hashes, return_inverse=True)`` of uint32 ``hashes``, sorting (hash, position) packed in one
+    64-bit key: a plain sort is several times faster than the argsort ``np.unique`` makes."""
+    key = np.sort((hashes.astype(np.uint64) << 32) | np.arange(len(hashes), dtype=np.uint64))
+    ordered = (key >> 32).astype(np.uint32)
+    first = _run_starts(ordered)
+    inverse = np.empty(len(hashes), np.intp)
+    inverse[(key & 0xFFFFFFFF).astype(np.intp)] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
 #: One speed hypothesis looked up: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
 Lookup = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
 
@@ -113,13 +132,13 @@ def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, spee
     per_speed = [pair_hashes(peaks, cfg, cfg.query_fanout, speed) for speed in speeds]
     if not per_speed:
         return {}
-    uniq, inverse = np.unique(np.concatenate([h for h, _ in per_speed]), return_inverse=True)
+    uniq, inverse = _unique_inverse(np.concatenate([h for h, _ in per_speed]))
     bounds = np.cumsum([0] + [len(h) for h, _ in per_speed])
     out: dict[float, Lookup] = {speed: (times, []) for speed, (_, times) in zip(speeds, per_speed)}
     if not len(uniq):
         return out
     for seg in segments:
-        lo, hi = seg.ranges(uniq, max_postings)
+        lo, hi = seg.sorted_ranges(uniq, max_postings)
         for speed, a, b in zip(speeds, bounds[:-1], bounds[1:]):
             out[speed][1].append((lo[inverse[a:b]], hi[inverse[a:b]]))
     return out
@@ -131,7 +150,7 @@ def _rarest(lookup: Lookup, budget: int) -> np.ndarray | None:
     _, ranges = lookup
     if not ranges:
         return None
-    counts = np.sum([hi - lo for lo, hi in ranges], axis=0)
+    counts = sum(hi - lo for lo, hi in ranges)
     if counts.sum() <= budget:
         return None
     ordered = np.sort(counts)
@@ -153,8 +172,8 @@ def _hits(lookup: Lookup, segments: Sequence[Segment], removed: np.ndarray,
             vals, qtimes = vals[keep], qtimes[keep]
         if len(vals):
             parts.append((vals, qtimes))
-    if not parts:
-        return None
+    if len(parts) < 2:
+        return parts[0] if parts else None
     return np.concatenate([v for v, _ in parts]), np.concatenate([t for _, t in parts])
 
 
@@ -163,23 +182,23 @@ def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
 
     ``diff_sorted`` is the hits' offsets, sorted.
     """
-    starts = np.flatnonzero(np.concatenate([[True], diff_sorted[1:] != diff_sorted[:-1]]))
+    starts = np.flatnonzero(_run_starts(diff_sorted))
     uniq = diff_sorted[starts]
-    counts = np.diff(np.append(starts, len(diff_sorted)))
+    counts = np.diff(starts, append=len(diff_sorted))
     # Votes within one frame: add each distinct offset's neighbours where they are one frame away.
     smooth = counts.copy()
     adjacent = uniq[1:] == uniq[:-1] + 1
-    smooth[:-1] += np.where(adjacent, counts[1:], 0)
-    smooth[1:] += np.where(adjacent, counts[:-1], 0)
+    smooth[:-1] += counts[1:] * adjacent
+    smooth[1:] += counts[:-1] * adjacent
     m = min(8 * k, len(smooth))
     # argpartition leaves ties in a layout-dependent order: sort them so the lowest offset wins a tie, and an
     # index whose tracks sit elsewhere in the frame space (added, merged) picks the same pile.
     top = np.sort(np.argpartition(-smooth, m - 1)[:m]) if m < len(smooth) else np.arange(len(smooth))
     order = top[np.argsort(-smooth[top], kind="stable")]
     chosen: list[int] = []
-    for j in order:
-        if all(abs(int(uniq[j]) - c) > 2 for c in chosen):
-            chosen.append(int(uniq[j]))
+    for u in uniq[order].tolist():
+        if all(abs(u - c) > 2 for c in chosen):
+            chosen.append(u)
             if len(chosen) == k:
                 break
     return np.array(chosen, np.int64)
@@ -189,11 +208,9 @@ def _matched_span(qtimes: np.ndarray, max_gap: int = 64) -> tuple[int, int]:
     """First and last query frame of the densest run of matching anchors (gaps <= ``max_gap`` frames), so a
     stray chance hit far from the music does not stretch the reported range."""
     t = np.sort(qtimes)
-    breaks = np.nonzero(np.diff(t) > max_gap)[0]
-    starts = np.concatenate([[0], breaks + 1])
-    ends = np.concatenate([breaks, [len(t) - 1]])
-    k = int(np.argmax(ends - starts))
-    return int(t[starts[k]]), int(t[ends[k]])
+    edges = [0, *(np.flatnonzero(np.diff(t) > max_gap) + 1).tolist(), len(t)]   # where each run starts
+    k = max(range(len(edges) - 1), key=lambda i: edges[i + 1] - edges[i])      # the first longest
+    return int(t[edges[k]]), int(t[edges[k + 1] - 1])
 
 
 def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] | None:
@@ -218,30 +235,34 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
     values, qtimes = hits
     # Sort the hits by offset (reference frame - query frame) with the query frame in the low bits of one
     # key: each pile is then a slice, and a plain sort is several times faster than an argsort.
-    shift = max(1, int(qtimes.max()).bit_length())
-    base = int(qtimes.max())  # offsets are >= -max(qtimes): keep keys non-negative
-    key = np.sort(((values - qtimes + base) << shift) | qtimes)
-    diff_sorted = (key >> shift) - base
+    base = int(qtimes.max())
+    shift = max(1, base.bit_length())
+    lowest = int(values.min()) - base     # offsets are >= lowest: keep keys non-negative
+    key = ((values - qtimes - lowest) << shift) | qtimes
+    if shift < 32 and (int(values.max()) - lowest) >> (32 - shift) == 0:
+        key = key.astype(np.uint32)     # the keys fit in 32 bits (small indexes): they sort twice as fast
+    key = np.sort(key).astype(np.int64, copy=False)
+    diff_sorted = (key >> shift) + lowest
     # Every pile here shares the hits, frames and hypotheses, so the one with the most votes is the most
     # significant: count the votes of each, then locate only the winner (the next one if it is in no track).
-    piles = []
-    for off in _top_offsets(diff_sorted, 5):
-        # The pile: hits within one frame of the offset.
-        pile = key[np.searchsorted(diff_sorted, off - 1): np.searchsorted(diff_sorted, off + 1, side="right")]
-        pile_q = pile & ((1 << shift) - 1)
-        pile_diff = (pile >> shift) - base
-        # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are
-        # one piece of evidence, not several.
-        piles.append((len(np.unique(pile_q * 3 + (pile_diff - off + 1))), off, pile_q, pile_diff + pile_q))
-    for votes, off, pile_q, pile_values in sorted(piles, key=lambda p: -p[0]):     # stable: ties keep their order
-        where = _locate(segments, pile_values)
+    # The pile of an offset is the slice of hits within one frame of it.
+    offsets = _top_offsets(diff_sorted, 5)
+    piles = list(zip(diff_sorted.searchsorted(offsets - 1).tolist(),
+                     diff_sorted.searchsorted(offsets + 1, side="right").tolist(), offsets.tolist()))
+    # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are one
+    # piece of evidence, not several.  Such a pair is one distinct key, and the keys are sorted.
+    votes = [int(np.count_nonzero(key[a + 1:b] != key[a:b - 1])) + 1 for a, b, _ in piles]
+    for i in sorted(range(len(piles)), key=lambda i: -votes[i]):     # stable: ties keep their order
+        a, b, off = piles[i]
+        pile_q = key[a:b] & ((1 << shift) - 1)
+        where = _locate(segments, (key[a:b] >> shift) + lowest + pile_q)
         if where is None:
             continue
         s, row = where
         track = segments[s].tracks[row]
         first, last = _matched_span(pile_q)
-        return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes, hits=len(values),
-                         false_alarms=false_alarms(votes, len(values), frames, hypotheses, overdispersion),
+        return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
+                         false_alarms=false_alarms(votes[i], len(values), frames, hypotheses, overdispersion),
                          offset_frames=int(off - track[0]), speed=speed, first_frame=first, last_frame=last)
     return None
 
