@@ -71,6 +71,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
+from scipy.ndimage import uniform_filter1d   # imported by the landmark code anyway: no extra start-up cost
 
 from .config import config_from_dict
 from .landmarks import stft
@@ -367,27 +368,6 @@ class _Frames:
     scalars: np.ndarray     # (5, T): energy_db, flatness, zcr, centroid and midflux are its rows
 
 
-def _above_local_mean(x: np.ndarray) -> np.ndarray:
-    """``x`` ``(rows, columns)`` minus the mean of the 9 columns around each column, edge columns repeated.
-
-    ``x - scipy.ndimage.uniform_filter1d(x, 9, axis=1, mode="nearest")`` up to float32 rounding, at 3/4 of its
-    cost: the sums of 9 as 4 additions of shifted views (sums of 3 adjacent columns, then of 3 such sums 3
-    apart) instead of scipy's running sum line by line.  Summed relative to each row's first value, so that a
-    constant row (digital silence) gives exactly 0, as scipy's float64 sums do.
-    """
-    padded = np.empty((x.shape[0], x.shape[1] + 8), np.float32)
-    rel = padded[:, 4:-4]
-    np.subtract(x, x[:, :1], out=rel)
-    padded[:, :4] = 0.0                      # the first column, relative to itself
-    padded[:, -4:] = rel[:, -1:]
-    three = padded[:, :-2] + padded[:, 1:-1]
-    three += padded[:, 2:]
-    mean = three[:, :-6] + three[:, 3:-3]
-    mean += three[:, 6:]
-    mean *= np.float32(1.0 / 9.0)
-    return np.subtract(rel, mean, out=mean)
-
-
 def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     n, hop = cfg.n_fft, cfg.hop_length
     if len(y) < n:
@@ -468,7 +448,8 @@ def _frame_features(y: np.ndarray, cfg: EmbeddingConfig) -> _Frames:
     # Whitened log spectrum over 100-4000 Hz: partials stand out of the local mean; stability compares frames.
     lo, hi = int(np.searchsorted(fb.freqs, 100.0)), int(np.searchsorted(fb.freqs, 4000.0))
     band = logpow[:, lo:hi]
-    white = _above_local_mean(band)
+    white = uniform_filter1d(band, 9, axis=1, mode="nearest")     # mean of the 9 bins around each
+    np.subtract(band, white, out=white)
     np.maximum(white, 0.0, out=white)
     white /= np.sqrt(np.einsum("ij,ij->i", white, white))[:, None] + 1e-6      # np.linalg.norm at half the cost
 
