@@ -7,7 +7,8 @@ clips listened to, the index's classifier (FAISS ``Flat`` over the labelled pool
 ``index.classify.classify`` vote) classifies the gold set; accuracy counts abstentions as errors.  "Full
 labelling" is the same classifier with every pool clip labelled correctly.
 
-* guided: :class:`audioid.index.hcgl.GuidedQueue`.  The oracle hears the group's medoid and its diverse members
+* guided: :class:`audioid.index.hcgl.GuidedQueue` over :func:`audioid.index.hcgl.guided_space` (the pool's
+  coordinates on the shipped discriminant axes, fitted on the transform's fit set).  The oracle hears the group's medoid and its diverse members
   (each counts as a clip listened to); when all agree it labels the whole group with that class, otherwise it
   answers "mixed" (the group splits).  Group-label noise is the share of labelled clips whose label is wrong.
 * uncertain: one clip at a time, lowest kNN vote share first (:func:`audioid.index.hcgl.uncertain_order`).
@@ -34,7 +35,9 @@ from fit_embedding_stats import CORPUS, embed_examples, load_clips  # noqa: E402
 
 from audioid.fingerprint.embedding import EmbeddingConfig, default_standardizer  # noqa: E402
 from audioid.index.classify import CLASSES, ClassifyConfig  # noqa: E402
-from audioid.index.hcgl import GuidedQueue, HcglConfig, KnnState, build_hierarchy, uncertain_order  # noqa: E402
+from audioid.fingerprint.discriminant import default_discriminant  # noqa: E402
+from audioid.index.hcgl import (GuidedQueue, HcglConfig, KnnState, build_hierarchy, guided_space,  # noqa: E402
+                                uncertain_order)
 from audioid.index.vectors import VectorSegment, build_faiss, track_of  # noqa: E402
 
 MODES = ("guided", "uncertain", "random")
@@ -91,6 +94,11 @@ def simulate(mode: str, vecs: np.ndarray, truth: np.ndarray, gold: Gold, budget:
             break
         effort += 1
         labels[i] = truth[i]
+    if not curve or curve[-1][0] != effort or effort >= next_eval:
+        # The last answers (a guided queue that ran out, having labelled the whole pool) count too.
+        lab = labels >= 0
+        noise = float(np.mean(labels[lab] != truth[lab])) if lab.any() else 0.0
+        curve.append((effort, gold.accuracy(labels), noise))
     return curve
 
 
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             n = int(p.sum())
             full = gold.accuracy(truth[p])
             budget, t0 = int(args.budget * n), time.perf_counter()
-            queue = GuidedQueue(vecs[p], build_hierarchy(vecs[p], cfg), cfg)
+            space = guided_space(vecs[p], default_discriminant(ecfg), cfg)
+            queue = GuidedQueue(space, build_hierarchy(space, cfg), cfg)
             build_s = time.perf_counter() - t0
             res = {"guided": [simulate("guided", vecs[p], truth[p], gold, budget, args.step, 0, cfg, queue)]}
             for mode in ("uncertain", "random"):
@@ -171,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- partition {key[0]}, gold fold {key[1]}: {ratio}")
     print(f"\nHierarchy build of the pool: {np.mean([r[9] for r in rows]):.2f} s (mean).")
     if args.scale_n:
-        print(f"Hierarchy build of {args.scale_n} random 32-dim vectors (micro-clusters): "
-              f"{hierarchy_timing(args.scale_n, vecs.shape[1], cfg):.1f} s.")
+        dim = default_discriminant(ecfg).axes.shape[1] + 1          # guided_space's vectors
+        print(f"Hierarchy build of {args.scale_n} random {dim}-dim vectors (micro-clusters): "
+              f"{hierarchy_timing(args.scale_n, dim, cfg):.1f} s.")
     plot(curves, args.plot)
     print(f"\nPlot: {args.plot}")
     return 0

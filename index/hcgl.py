@@ -1,7 +1,9 @@
 """Hierarchical cluster-guided labelling (HCGL), after Wigness, Draper & Beveridge, "Efficient Label Collection for
 Unlabeled Image Datasets" (CVPR 2015), adapted to audio clips; plus the one-by-one random and uncertain orders.
 
-The pool is embedded once (the index's transformed vectors) and clustered once into a Ward hierarchy; when the pool
+The pool is embedded once (the index's transformed vectors) and clustered once into a Ward hierarchy, on the
+vectors' discriminant coordinates (:func:`guided_space`): in the index's own axes a music bed ties its
+speech-over-music clips to itself down to small clusters, so few groups would hold one class.  When the pool
 is large, k-means micro-clusters are its leaves, so 30,000 clips need a 2,000-leaf linkage rather than a
 30,000-point one.  Each cluster is ranked by *structural change*: how long it survives as a separate cluster
 before it merges, relative to the height at which it merges (``1 - h(node) / h(parent)``), times its size (one
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..fingerprint.discriminant import Discriminant
 from .classify import CLASSES
 
 #: Class index of each class name (the arrays below hold indices; -1 = no label).
@@ -39,6 +42,10 @@ class HcglConfig:
         Leaves of the hierarchy for large pools.
     kmeans_iter : int
         Lloyd iterations of the micro-clustering.
+    offset : float
+        The constant coordinate :func:`guided_space` appends to the standardised discriminant coordinates
+        before putting them on the unit sphere, in the discriminant fit set's standard deviations: similarity
+        then falls evenly with distance out to about this far.
     checks : float
         Diverse members heard besides the medoid of a group, per doubling of its size (``ceil(checks *
         log2(size))``, at most ``max_checks``): the larger the group, the more a wrong answer costs, so the more
@@ -60,13 +67,21 @@ class HcglConfig:
     max_points: int = 4000
     micro_clusters: int = 2000
     kmeans_iter: int = 10
-    checks: float = 0.5
+    offset: float = 3.0
+    checks: float = 0.85
     max_checks: int = 12
     flag_share: float = 0.5
     flag_min_labels: int = 30
     k: int = 5
     sharpness: float = 10.0
     seed: int = 0
+
+
+def guided_space(vectors: np.ndarray, discriminant: Discriminant, cfg: HcglConfig = HcglConfig()) -> np.ndarray:
+    """The vectors the hierarchy and its questions work on: index vectors on ``discriminant``'s axes (the shipped
+    :func:`audioid.fingerprint.discriminant.default_discriminant`), standardised, with ``cfg.offset`` appended,
+    L2-normalised; shape ``(n, axes + 1)``."""
+    return discriminant.project(vectors, cfg.offset)
 
 
 @dataclass

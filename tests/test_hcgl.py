@@ -126,3 +126,75 @@ def test_knn_state_matches_a_full_search_and_rebuilds_on_undo():
         labels[i] = c
     i = uncertain_order(knn, labels, labels >= 0, rng)
     assert labels[i] == -1
+
+
+def _three_classes(n=150, dim=32, seed=0):
+    """Three classes in ``dim`` dimensions that differ along two directions only, with a large shared spread in
+    the others (as a music bed shared by music and speech-over-music clips)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3 * n, dim)) * np.r_[0.3, 0.3, np.full(dim - 2, 3.0)]
+    labels = np.repeat(np.array(["music", "dialogue", "both"]), n)
+    x[labels == "dialogue", 0] += 2.0
+    x[labels == "both", 1] += 2.0
+    return x.astype(np.float32), labels
+
+
+def test_discriminant_finds_the_directions_that_separate_the_classes():
+    from audioid.fingerprint.discriminant import Discriminant
+
+    x, labels = _three_classes()
+    d = Discriminant.fit(x, labels)
+    assert d.axes.shape == (32, 2) and d.classes == ("both", "dialogue", "music")
+    # Nearly all the axes' weight lies on the two separating dimensions, not on the high-variance rest.
+    assert np.all(np.linalg.norm(d.axes[:2], axis=0) / np.linalg.norm(d.axes, axis=0) > 0.95)
+    z = d.coordinates(x)
+    assert np.allclose(z.mean(axis=0), 0, atol=1e-4) and np.allclose(z.std(axis=0), 1, atol=1e-3)
+    # A refit gives the same axes (signs fixed), and the dict form reads back to the same projection.
+    again = Discriminant.from_dict(d.to_dict())
+    assert np.array_equal(Discriminant.fit(x, labels).axes, d.axes)
+    assert np.allclose(again.project(x, 3.0), d.project(x, 3.0), atol=1e-6)
+
+
+def test_guided_space_makes_class_pure_groups_where_the_raw_vectors_do_not():
+    """Ward on the raw vectors groups by the shared spread; on the discriminant space, by class."""
+    from audioid.fingerprint.discriminant import Discriminant
+    from audioid.index.hcgl import guided_space
+
+    x, labels = _three_classes(seed=1)
+    d = Discriminant.fit(x, labels)
+    test, truth = _three_classes(seed=2)                        # clips the axes were not fitted on
+    raw = test / np.linalg.norm(test, axis=1, keepdims=True)
+    space = guided_space(test, d)
+    assert space.shape == (len(test), 3) and np.allclose(np.linalg.norm(space, axis=1), 1, atol=1e-6)
+
+    def purity(vectors):
+        from scipy.cluster.hierarchy import fcluster, linkage
+        cut = fcluster(linkage(vectors, "ward"), 3, "maxclust")
+        return sum(max(np.sum((cut == c) & (truth == k)) for k in np.unique(truth)) for c in np.unique(cut)) / len(truth)
+
+    assert purity(space) > 0.9 > 0.6 > purity(raw)
+
+
+def test_shipped_discriminant_matches_the_shipped_transform():
+    from audioid.fingerprint.discriminant import default_discriminant
+    from audioid.fingerprint.embedding import default_standardizer
+
+    d = default_discriminant()
+    assert d.classes == ("both", "dialogue", "music")
+    assert d.axes.shape == (default_standardizer().out_dim, 2) and (d.scale > 0).all()
+
+
+def test_shipped_discriminant_puts_synthetic_music_and_speech_apart():
+    from audioid import synth
+    from audioid.fingerprint.discriminant import default_discriminant
+    from audioid.index.embeddings import EmbeddingSetup
+    from audioid.index.hcgl import guided_space
+
+    setup = EmbeddingSetup.default()
+    sr = setup.sample_rate
+    music = [synth.music_track(seed, 10.0, sr) for seed in range(1, 5)]
+    speech = [synth.speech_like(seed, 10.0, sr) for seed in range(1, 5)]
+    space = guided_space(np.concatenate([setup.query_vector(y, sr) for y in music + speech]), default_discriminant())
+    sim = space @ space.T
+    within = (sim[:4, :4].sum() - 4 + sim[4:, 4:].sum() - 4) / 24
+    assert within > 0.95 and sim[:4, 4:].max() < 0.9
