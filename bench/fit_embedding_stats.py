@@ -175,6 +175,12 @@ def tuning_examples(corpus: str = CORPUS, cfg: EmbeddingConfig = EmbeddingConfig
 _ROUNDING = 1e-4
 
 
+def _rounding_only(moved: float, what: str) -> bool:
+    """Whether a refit moving ``what`` by at most ``moved`` differs from the shipped fit by float rounding only."""
+    print(f"the refit moves {what} by at most {moved:.1e}", file=sys.stderr)
+    return moved < _ROUNDING
+
+
 def _shipped(path: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
@@ -200,18 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         # Reordered float32 sums (another BLAS, a faster embedding) move the fit by rounding only: the shipped
         # transform stands (and stays byte for byte) when it maps the fit set to the same index vectors.
         old = Standardizer.from_dict(shipped["standardizer"])
-        if old.out_dim == st.out_dim:
-            moved = float(np.abs(old.transform(raw) - st.transform(raw)).max())
-            print(f"the refit moves the fit set's index vectors by at most {moved:.1e}", file=sys.stderr)
-            if moved < _ROUNDING:
-                st, kept_shipped = old, True
+        if old.out_dim == st.out_dim and _rounding_only(float(np.abs(old.transform(raw) - st.transform(raw)).max()),
+                                                        "the fit set's index vectors"):
+            st, kept_shipped = old, True
     vectors = st.transform(raw)
     disc = Discriminant.fit(vectors, labels)
     if kept_shipped and "discriminant" in shipped:
         old_disc = Discriminant.from_dict(shipped["discriminant"])
-        shifted = float(np.abs(old_disc.coordinates(vectors) - disc.coordinates(vectors)).max())
-        print(f"... and the discriminant coordinates by {shifted:.1e} standard deviations", file=sys.stderr)
-        if shifted < _ROUNDING:
+        if _rounding_only(float(np.abs(old_disc.coordinates(vectors) - disc.coordinates(vectors)).max()),
+                          "their discriminant coordinates (standard deviations)"):
             disc = old_disc
     counts = {c: int(np.sum(labels == c)) for c in ("music", "dialogue", "both")}
     z = (raw - st.mean) / st.scale * st.weights

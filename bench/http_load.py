@@ -10,9 +10,9 @@ Usage::
 The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
 and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
 ``audioid serve`` in its own process (its RSS, with ``--workers`` the sum over the parent and its workers, is its
-own); clients are threads of this process, each with a
-keep-alive connection (``http.client``), sending multipart uploads.  The library rate is measured with BLAS and OpenMP (FAISS) on one
-thread, as the server runs them.  Prints markdown for ``bench/RESULTS.md``.
+own); clients are threads of this process, each with a keep-alive connection (``http.client``), sending
+multipart uploads.  The library rate is measured with BLAS and OpenMP (FAISS) on one thread, as the server runs
+them.  Prints markdown for ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ clips listened to, the index's classifier (FAISS ``Flat`` over the labelled pool
 ``index.classify.classify`` vote) classifies the gold set; accuracy counts abstentions as errors.  "Full
 labelling" is the same classifier with every pool clip labelled correctly.
 
-* guided: :class:`audioid.index.hcgl.GuidedQueue` over :func:`audioid.index.hcgl.guided_space` (the pool's
-  coordinates on the shipped discriminant axes, fitted on the transform's fit set).  The oracle hears the group's medoid and its diverse members
-  (each counts as a clip listened to); when all agree it labels the whole group with that class, otherwise it
-  answers "mixed" (the group splits).  Group-label noise is the share of labelled clips whose label is wrong.
+* guided: :meth:`audioid.index.hcgl.GuidedQueue.for_pool` (the hierarchy over the pool's coordinates on the
+  shipped discriminant axes, fitted on the transform's fit set).  The oracle hears the group's medoid and its
+  diverse members (each counts as a clip listened to); when all agree it labels the whole group with that class,
+  otherwise it answers "mixed" (the group splits).  Group-label noise is the share of labelled clips whose label is wrong.
 * uncertain: one clip at a time, lowest kNN vote share first (:func:`audioid.index.hcgl.uncertain_order`).
 * random: one clip at a time in random order.
 
@@ -36,8 +36,7 @@ from fit_embedding_stats import CORPUS, embed_examples, load_clips  # noqa: E402
 from audioid.fingerprint.embedding import EmbeddingConfig, default_standardizer  # noqa: E402
 from audioid.index.classify import CLASSES, ClassifyConfig  # noqa: E402
 from audioid.fingerprint.discriminant import default_discriminant  # noqa: E402
-from audioid.index.hcgl import (GuidedQueue, HcglConfig, KnnState, build_hierarchy, guided_space,  # noqa: E402
-                                uncertain_order)
+from audioid.index.hcgl import GuidedQueue, HcglConfig, KnnState, build_hierarchy, uncertain_order  # noqa: E402
 from audioid.index.vectors import VectorSegment, build_faiss, track_of  # noqa: E402
 
 MODES = ("guided", "uncertain", "random")
@@ -71,11 +70,15 @@ def simulate(mode: str, vecs: np.ndarray, truth: np.ndarray, gold: Gold, budget:
     knn = KnnState(np.ascontiguousarray(vecs, np.float32), cfg.k, cfg.sharpness)
     random_order = iter(rng.permutation(n))
     effort, next_eval, curve = 0, 0, []
+
+    def record() -> None:
+        lab = labels >= 0
+        noise = float(np.mean(labels[lab] != truth[lab])) if lab.any() else 0.0
+        curve.append((effort, gold.accuracy(labels), noise))
+
     while effort < budget:
         if effort >= next_eval:
-            lab = labels >= 0
-            noise = float(np.mean(labels[lab] != truth[lab])) if lab.any() else 0.0
-            curve.append((effort, gold.accuracy(labels), noise))
+            record()
             next_eval += step
         if mode == "guided":
             q = queue.next(labels, grouped, np.zeros(n, bool), set())
@@ -94,11 +97,9 @@ def simulate(mode: str, vecs: np.ndarray, truth: np.ndarray, gold: Gold, budget:
             break
         effort += 1
         labels[i] = truth[i]
-    if not curve or curve[-1][0] != effort or effort >= next_eval:
-        # The last answers (a guided queue that ran out, having labelled the whole pool) count too.
-        lab = labels >= 0
-        noise = float(np.mean(labels[lab] != truth[lab])) if lab.any() else 0.0
-        curve.append((effort, gold.accuracy(labels), noise))
+    # The last answers count too: group answers given after the last evaluation change the labels without
+    # costing effort (a guided queue may label the rest of the pool that way and run out).
+    record()
     return curve
 
 
@@ -150,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             n = int(p.sum())
             full = gold.accuracy(truth[p])
             budget, t0 = int(args.budget * n), time.perf_counter()
-            space = guided_space(vecs[p], default_discriminant(ecfg), cfg)
-            queue = GuidedQueue(space, build_hierarchy(space, cfg), cfg)
+            queue = GuidedQueue.for_pool(vecs[p], default_discriminant(ecfg), cfg)
             build_s = time.perf_counter() - t0
             res = {"guided": [simulate("guided", vecs[p], truth[p], gold, budget, args.step, 0, cfg, queue)]}
             for mode in ("uncertain", "random"):

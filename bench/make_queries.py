@@ -318,6 +318,8 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("tempo_p2pct", lambda c: _tempo(c, 1.02), speed=1.02),
     Condition("tempo_p4pct", lambda c: _tempo(c, 1.04), speed=1.04),
 ]}
+
+
 def _stretch(conditions: Sequence[str]) -> float:
     """Seconds of music a positive cut reads per query second: at least ``SPEED``'s, so that sets made before the
     tempo conditions existed come out the same for a given seed."""

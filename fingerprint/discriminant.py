@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.linalg import eigh
 
 from .embedding import EmbeddingConfig, _short_floats, standardizer_path
 
@@ -50,8 +51,6 @@ class Discriminant:
         Each axis' sign is fixed (largest coefficient positive), so a refit on the same data gives the same
         axes.
         """
-        from scipy.linalg import eigh   # here: only a fit needs it (0.2 s of imports for every label session)
-
         x = np.asarray(vectors, dtype=np.float64)
         labels = np.asarray(labels)
         classes = tuple(sorted(set(labels.tolist())))

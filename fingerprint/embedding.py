@@ -74,7 +74,7 @@ from scipy import fft as sfft
 from scipy.ndimage import uniform_filter1d   # imported by the landmark code anyway: no extra start-up cost
 
 from .config import config_from_dict
-from .landmarks import stft
+from .landmarks import hann_window, stft
 
 # Power floor of the log spectra, relative to a full-scale sine (-100 dB): digital silence and dither
 # carry no information, and a fixed floor keeps the output finite.
@@ -515,14 +515,6 @@ def _pulse_clarity(onset: np.ndarray, cfg: EmbeddingConfig) -> float:
 
 
 @lru_cache(maxsize=16)
-def _hanning(n: int) -> np.ndarray:
-    """np.hanning(n) as float32, built once per window length (read-only: callers share it)."""
-    window = np.hanning(n).astype(np.float32)
-    window.flags.writeable = False
-    return window
-
-
-@lru_cache(maxsize=16)
 def _modulation_bins(n_frames: int, frame_seconds: float) -> tuple[slice, slice]:
     """The rfft bins of ``n_frames`` frames at 0.5-25 Hz and at 3-6 Hz, as slices."""
     f = np.fft.rfftfreq(n_frames, d=frame_seconds)
@@ -540,7 +532,7 @@ def _modulation_share(env_db: np.ndarray, mean: np.ndarray, cfg: EmbeddingConfig
         return np.zeros(env_db.shape[1])
     # float32 like its input: a power ratio needs no more, and the transform is twice as fast.
     x = env_db - mean
-    x *= _hanning(len(env_db))[:, None]
+    x *= hann_window(len(env_db), symmetric=True)[:, None]
     # Power as re**2 + im**2 of the interleaved parts, summed over each bin range, then the two parts added.
     spec = sfft.rfft(x, axis=0)
     parts = spec.view(spec.real.dtype)       # (bins, 2 x bands): real and imaginary parts side by side

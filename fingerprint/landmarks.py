@@ -75,10 +75,11 @@ def running_max(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return m.reshape(shape)[(slice(None),) * (axis % a.ndim) + (slice(0, n),)]
 
 
-@lru_cache(maxsize=8)
-def hann_window(n: int) -> np.ndarray:
-    """Periodic Hann window of ``n`` samples, float32, built once per size (read-only: callers share it)."""
-    window = np.hanning(n + 1)[:-1].astype(np.float32)
+@lru_cache(maxsize=16)
+def hann_window(n: int, symmetric: bool = False) -> np.ndarray:
+    """Hann window of ``n`` samples, float32, built once per size (read-only: callers share it): periodic (for
+    spectra), or ``symmetric`` (``np.hanning(n)``, for tapering a whole signal)."""
+    window = np.hanning(n if symmetric else n + 1)[:n].astype(np.float32)
     window.flags.writeable = False
     return window
 

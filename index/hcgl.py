@@ -293,6 +293,13 @@ class GuidedQueue:
         self._rank = np.argsort(-hierarchy.score, kind="stable")
         self._checks: dict[int, list[int]] = {}
 
+    @classmethod
+    def for_pool(cls, vectors: np.ndarray, discriminant: Discriminant, cfg: HcglConfig = HcglConfig()
+                 ) -> "GuidedQueue":
+        """The queue over a pool's index vectors: its hierarchy built on their :func:`guided_space`."""
+        space = guided_space(vectors, discriminant, cfg)
+        return cls(space, build_hierarchy(space, cfg), cfg)
+
     def n_checks(self, size: int) -> int:
         """Diverse members heard for a group of ``size`` clips."""
         return min(self.cfg.max_checks, int(np.ceil(self.cfg.checks * np.log2(max(size, 1)))))

@@ -27,7 +27,7 @@ from ..fingerprint.discriminant import default_discriminant
 from .build import content_hash, default_who
 from .catalog import CLASSES, LOG_COLUMNS
 from .embeddings import EmbeddingSetup
-from .hcgl import GuidedQueue, HcglConfig, KnnState, Question, build_hierarchy, guided_space, uncertain_order
+from .hcgl import GuidedQueue, HcglConfig, KnnState, Question, uncertain_order
 from .sources import iter_audio_files
 from .store import now_iso, read_jsonl
 
@@ -155,11 +155,7 @@ class LabelSession:
             raise ValueError(f"{self.pool}: no readable audio clips")
         self.by_hash = {c.content_hash: i for i, c in enumerate(self.clips)}
         self.tree = hashlib.sha1("".join(sorted(self.by_hash)).encode()).hexdigest()[:12]
-        if mode == "guided":
-            space = guided_space(self.vectors, default_discriminant(), cfg)
-            self.queue = GuidedQueue(space, build_hierarchy(space, cfg), cfg)
-        else:
-            self.queue = None
+        self.queue = GuidedQueue.for_pool(self.vectors, default_discriminant(), cfg) if mode == "guided" else None
         self.knn = KnnState(self.vectors, cfg.k, cfg.sharpness)
         self.order = np.random.default_rng(seed).permutation(len(self.clips))
         self.rng = np.random.default_rng(seed)

@@ -123,8 +123,8 @@ def _pairs_one_by_one(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: flo
     fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int64)
     out = []
     for a in range(len(t)):
-        zone = [b for b in range(a + 1, len(t))
-                if cfg.dt_min <= np.rint(t[b] - t[a]) <= cfg.dt_max and abs(fq[b] - fq[a]) <= cfg.df_max // cfg.freq_quant]
+        zone = [b for b in range(a + 1, len(t)) if cfg.dt_min <= np.rint(t[b] - t[a]) <= cfg.dt_max
+                and abs(fq[b] - fq[a]) <= cfg.df_max // cfg.freq_quant]
         if pool is not None and pool > fanout:
             zone = sorted(zone[:pool], key=lambda b: (-peaks.strength[b], b))[:fanout]
         for b in sorted(zone[:fanout]):
