@@ -10,7 +10,9 @@ labelling" is the same classifier with every pool clip labelled correctly.
 * guided: :meth:`audioid.index.hcgl.GuidedQueue.for_pool` (the hierarchy over the pool's coordinates on the
   shipped discriminant axes, fitted on the transform's fit set).  The oracle hears the group's medoid and its
   diverse members (each counts as a clip listened to); when all agree it labels the whole group with that class,
-  otherwise it answers "mixed" (the group splits).  Group-label noise is the share of labelled clips whose label is wrong.
+  otherwise it answers "mixed" (the group splits).  Group-labelled clips that the kNN vote over heard clips
+  disputes are heard again when the queue ranks that first (reviews).  Group-label noise is the share of
+  labelled clips whose label is wrong.
 * uncertain: one clip at a time, lowest kNN vote share first (:func:`audioid.index.hcgl.uncertain_order`).
 * random: one clip at a time in random order.
 
@@ -96,7 +98,7 @@ def simulate(mode: str, vecs: np.ndarray, truth: np.ndarray, gold: Gold, budget:
         if i is None:
             break
         effort += 1
-        labels[i] = truth[i]
+        labels[i], grouped[i] = truth[i], False      # heard (a guided review replaces a group label)
     # The last answers count too: group answers given after the last evaluation change the labels without
     # costing effort (a guided queue may label the rest of the pool that way and run out).
     record()

@@ -11,7 +11,10 @@ answer labels all of it).  The annotator hears the best-ranked cluster with no l
 as its medoid plus a few diverse members (farthest-first from the medoid, so an odd one out is heard); one answer
 labels the whole group (majority group labelling), "mixed" splits it into its children (a mixed leaf into single
 clips).  Once enough labels exist, a group whose members the kNN vote over the labels so far puts in different
-classes is flagged and split without asking.  The hierarchy is never rebuilt between answers: everything after
+classes is flagged and split without asking, and a group-labelled clip that the vote puts in another class is
+heard again (a review) whenever that is worth more than the next check: fixing a wrong label counts as two
+labels gained (it stops misleading the vote as well as adding a right label), against the open members a
+check's group would label per check still to hear.  The hierarchy is never rebuilt between answers: everything after
 the build is a pure function of the answers, so a session resumes by replaying its log.
 
 Pure numpy/scipy: no index, no files.
@@ -56,7 +59,10 @@ class HcglConfig:
         A group is split without asking when at least this share of its members' kNN votes goes to classes
         other than the commonest one.
     flag_min_labels : int
-        Labelled clips needed before kNN votes are trusted to flag groups.
+        Labelled clips needed before kNN votes are trusted to flag groups and dispute group labels.
+    review_gain : float
+        Labels gained by hearing a disputed group-labelled clip, per unit of the kNN vote share against its
+        label (the chance that it is wrong): a wrong label fixed is worth two, as it both misleads and lacks.
     k, sharpness : int, float
         kNN vote over labelled clips (as :class:`audioid.index.classify.ClassifyConfig`: ``k`` nearest
         labelled clips, weight ``exp(sharpness * similarity)``).
@@ -72,6 +78,7 @@ class HcglConfig:
     max_checks: int = 12
     flag_share: float = 0.5
     flag_min_labels: int = 30
+    review_gain: float = 2.0
     k: int = 5
     sharpness: float = 10.0
     seed: int = 0
@@ -264,9 +271,9 @@ class KnnState:
 class Question:
     """What to do next.
 
-    A clip to hear (``clip`` >= 0), as the next check of group ``node`` or on its own (``node`` -1); or, when a
-    group's checks are all labelled and agree, the group label to apply (``clip`` -1, ``klass`` its class
-    index) to ``members``.
+    A clip to hear (``clip`` >= 0), as the next check of group ``node`` or on its own (``node`` -1), or again
+    because the kNN vote disputes its group label (``review``); or, when a group's checks are all labelled and
+    agree, the group label to apply (``clip`` -1, ``klass`` its class index) to ``members``.
     """
 
     node: int
@@ -274,6 +281,7 @@ class Question:
     checks: list[int]         # pool indices heard for the group: its medoid, then its diverse members
     members: np.ndarray       # pool indices of the group
     klass: int = -1
+    review: bool = False
 
 
 class GuidedQueue:
@@ -282,7 +290,9 @@ class GuidedQueue:
     Every clip heard is labelled on its own; a group is labelled as a whole once its medoid and diverse members
     are all labelled with one class.  A group is out of the running once it holds a group-labelled or skipped
     clip, heard clips of two classes (it is mixed), a node the annotator split, or (with enough labels) kNN
-    votes split across classes (:class:`HcglConfig` ``flag_share``).
+    votes split across classes (:class:`HcglConfig` ``flag_share``).  Group-labelled clips that the kNN vote
+    over heard clips puts in another class are reviewed, most confidently disputed first, when that gains more
+    than the next check (:class:`HcglConfig` ``review_gain``) and once nothing else is left.
     """
 
     def __init__(self, vectors: np.ndarray, hierarchy: Hierarchy, cfg: HcglConfig = HcglConfig()):
@@ -336,10 +346,15 @@ class GuidedQueue:
         self.knn.sync({int(i): int(labels[i]) for i in np.flatnonzero(heard)})
         per_class = np.stack([self._per_node(heard & (labels == c)) for c in range(len(CLASSES))])
         blocked = ((per_class > 0).sum(axis=0) > 1) | (self._per_node(grouped | skipped) > 0)
+        review, review_gain = None, 0.0
         if heard.sum() >= cfg.flag_min_labels:
-            pred, _ = self.knn.vote()
+            pred, share = self.knn.vote()
             votes = np.stack([self._per_node(pred == c) for c in range(len(CLASSES))])
             blocked |= 1.0 - votes.max(axis=0) / h.size() >= cfg.flag_share
+            disputed = np.flatnonzero(grouped & ~skipped & (pred >= 0) & (pred != labels))
+            if len(disputed):
+                review = int(disputed[np.argmax(share[disputed])])
+                review_gain = cfg.review_gain * float(share[review])
         for node in np.flatnonzero(blocked).tolist() + list(split):
             node = int(h.parent[node])
             while node >= 0 and not blocked[node]:      # a group holding a mixed one is mixed
@@ -353,11 +368,16 @@ class GuidedQueue:
             checks = self.checks(node)
             todo = [i for i in checks if labels[i] < 0]
             members = h.members(node)
-            if todo:
+            if not todo:
+                return Question(node, -1, checks, members, int(labels[checks[0]]))
+            # A pure group labels its open members for the checks still to hear.
+            if review is None or review_gain < np.count_nonzero(labels[members] < 0) / len(todo):
                 return Question(node, todo[0], checks, members)
-            return Question(node, -1, checks, members, int(labels[checks[0]]))
-        rest = np.flatnonzero((labels < 0) & ~skipped)
-        return Question(-1, int(rest[0]), [], rest[:1]) if len(rest) else None
+        else:
+            rest = np.flatnonzero((labels < 0) & ~skipped)
+            if len(rest) and (review is None or review_gain < 1.0):
+                return Question(-1, int(rest[0]), [], rest[:1])
+        return None if review is None else Question(-1, review, [], np.array([review]), review=True)
 
 
 def uncertain_order(knn: KnnState, labels: np.ndarray, handled: np.ndarray, rng: np.random.Generator

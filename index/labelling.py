@@ -192,7 +192,8 @@ class LabelSession:
             self._toggle(e, True)
         elif i is not None and act in ("add", "relabel"):
             self.labels[i] = CLASSES.index(e["class"])
-            self.grouped[i] = e.get("via") == "group"
+            # An undone review gives a clip back its group label, which is still not heard.
+            self.grouped[i] = e.get("via") == "group" or (e.get("via") == "undo" and e.get("restores") == "group")
         elif i is not None and act == "remove":
             self.labels[i], self.grouped[i] = -1, False
 
@@ -244,7 +245,8 @@ class LabelSession:
         medoid = self.clips[q.checks[0]].content_hash if q.checks else None
         return [self._entry(i, "relabel" if self.labels[i] >= 0 else "add", answer, **{
             "class": klass, "via": via, "group": q.node if q.node >= 0 else None, "medoid": medoid,
-            "tree": self.tree, "previous": CLASSES[self.labels[i]] if self.labels[i] >= 0 else None})
+            "tree": self.tree, "previous": CLASSES[self.labels[i]] if self.labels[i] >= 0 else None,
+            "previous_via": ("group" if self.grouped[i] else "heard") if self.labels[i] >= 0 else None})
             for i in idx]
 
     def _check(self, content_hash: str) -> Question:
@@ -307,8 +309,8 @@ class LabelSession:
                 for e in done:
                     i = self.by_hash[e["content_hash"]]
                     prev = e.get("previous")
-                    entries.append(self._entry(i, "relabel" if prev else "remove", aid, undoes=aid,
-                                               **{"class": prev, "via": "undo"}))
+                    entries.append(self._entry(i, "relabel" if prev else "remove", aid, undoes=aid, **{
+                        "class": prev, "via": "undo", "restores": e.get("previous_via")}))
             for e in entries:
                 e.pop("answer")
             self._append(entries)
@@ -358,11 +360,12 @@ class LabelSession:
                 "counts": {c: int((self.labels == k).sum()) for k, c in enumerate(CLASSES)}}
 
     def question(self) -> dict:
-        """The state the page shows: the clip to play (None when the pool is done), its group, the guess."""
+        """The state the page shows: the clip to play (None when the pool is done), its group or the group label
+        it is heard again for (a review), the guess."""
         with self.lock:
             q = self._next()
-            out = {"mode": self.mode, "progress": self.progress(), "clip": None, "group": None, "guess": None,
-                   "can_undo": any(a not in self.undone for a in self.answers)}
+            out = {"mode": self.mode, "progress": self.progress(), "clip": None, "group": None, "review": None,
+                   "guess": None, "can_undo": any(a not in self.undone for a in self.answers)}
             if q is None:
                 return out
             c = self.clips[q.clip]
@@ -370,6 +373,8 @@ class LabelSession:
             if q.node >= 0:
                 heard = sum(self.labels[i] >= 0 for i in q.checks)
                 out["group"] = {"node": q.node, "size": len(q.members), "checks": len(q.checks), "heard": int(heard)}
+            if q.review:
+                out["review"] = {"labelled": CLASSES[self.labels[q.clip]]}
             out["guess"] = self._guess(q.clip)
             return out
 

@@ -29,7 +29,7 @@ def label_all(queue, truth, limit=10_000):
             todo = q.members[labels[q.members] < 0]
             labels[todo], grouped[todo] = q.klass, True
         else:
-            labels[q.clip] = truth[q.clip]
+            labels[q.clip], grouped[q.clip] = truth[q.clip], False
             heard += 1
     return labels, grouped, heard
 
@@ -105,6 +105,38 @@ def test_split_and_skipped_groups_are_not_asked():
     skipped[q.clip] = True
     q3 = queue.next(np.full(n, -1), np.zeros(n, bool), skipped, set())
     assert q3.clip != q.clip and q.clip not in q3.members
+
+
+def test_disputed_group_labels_are_reviewed_when_nothing_gains_more():
+    # Heard clips of two classes (P: 0, Q: 1); R sits next to Q but was group-labelled 0 (wrong); S sits next
+    # to P, group-labelled 0 (right); T is an open blob of 40 clips far from everything.
+    x, blob = blobs([30, 30, 8, 8, 40], seed=5)
+    rng = np.random.default_rng(5)
+    x[60:68] = x[30:38] + 0.01 * rng.standard_normal((8, x.shape[1]))        # R beside Q
+    x[68:76] = x[0:8] + 0.01 * rng.standard_normal((8, x.shape[1]))          # S beside P
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.array([0, 1, 1, 0, 0])[blob]
+    labels = np.where(blob < 2, truth, -1)
+    labels[blob == 2], labels[blob == 3] = 0, 0
+    grouped = (blob == 2) | (blob == 3)
+    queue = GuidedQueue(x, build_hierarchy(x))
+    no_skips = np.zeros(len(x), bool)
+    # An open group of 40 labels 40 clips per few checks: that comes first.
+    q = queue.next(labels, grouped, no_skips, set())
+    assert not q.review and q.clip >= 0 and set(blob[q.members]) == {4}
+    labels[blob == 4], grouped[blob == 4] = 0, True
+    # Nothing open: each wrong group label is heard again (and becomes a heard label), the right ones never.
+    reviewed = []
+    while (q := queue.next(labels, grouped, no_skips, set())) is not None:
+        assert q.review and q.node == -1 and list(q.members) == [q.clip]
+        reviewed.append(q.clip)
+        labels[q.clip], grouped[q.clip] = truth[q.clip], False
+    assert sorted(reviewed) == list(range(60, 68))
+    assert (labels == truth).all()
+    # Below flag_min_labels heard clips the kNN vote is not trusted, so nothing is disputed.
+    labels[60:68], grouped[60:68] = 0, True
+    strict = GuidedQueue(x, queue.h, replace(HcglConfig(), flag_min_labels=61))
+    assert strict.next(labels, grouped, no_skips, set()) is None
 
 
 def test_knn_state_matches_a_full_search_and_rebuilds_on_undo():

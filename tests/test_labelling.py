@@ -17,6 +17,7 @@ import soundfile as sf
 
 import audioid
 from audioid import synth
+from audioid.index.hcgl import HcglConfig
 from audioid.index.labelling import LabelSession
 from audioid.index.store import read_jsonl
 
@@ -100,6 +101,32 @@ def test_undo_skip_resume_and_export(pool, tmp_path):
         (os.path.join("pool", first["clip"]["name"]), truth_of(first["clip"]["name"]))]
     report = audioid.build_index(tmp_path / "labels.csv", tmp_path / "idx", jobs=1)
     assert [t.klass for t in report.added] == [truth_of(first["clip"]["name"])]
+
+
+def test_a_disputed_group_label_is_reviewed_undone_and_resumed(pool):
+    # Every clip heard, then one speech clip given "music" by a group answer (as a wrong group label is): the
+    # guided session hears it again, its answer replaces the group label, and undo gives the group label back.
+    s = LabelSession(pool, mode="random")
+    while s.question()["clip"]:
+        answer_current(s)
+    speech = next(c for c in s.clips if c.name.startswith("s"))
+    wrong = dict(read_jsonl(str(pool / "labels.jsonl"))[-1], content_hash=speech.content_hash, action="relabel",
+                 **{"class": "music", "via": "group", "answer": 99, "previous": "dialogue"})
+    with open(pool / "labels.jsonl", "a") as f:
+        f.write(json.dumps(wrong) + "\n")
+    cfg = HcglConfig(flag_min_labels=5)
+    g = LabelSession(pool, mode="guided", cfg=cfg)
+    q = g.question()
+    assert q["clip"]["hash"] == speech.content_hash and q["review"] == {"labelled": "music"} and q["group"] is None
+    g.answer(speech.content_hash, "dialogue")
+    assert g.question()["clip"] is None and g.progress()["heard"] == 12
+    last = read_jsonl(str(pool / "labels.jsonl"))[-1]
+    assert (last["action"], last["class"], last["via"], last["previous"], last["previous_via"]) == (
+        "relabel", "dialogue", "heard", "music", "group")
+    assert g.undo()
+    assert g.question()["review"] == {"labelled": "music"} and g.progress()["heard"] == 11
+    # A new session replays the log to the same state.
+    assert LabelSession(pool, mode="guided", cfg=cfg).question()["clip"]["hash"] == speech.content_hash
 
 
 def test_index_learns_each_label_and_guesses(pool, tmp_path):

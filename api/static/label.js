@@ -26,7 +26,8 @@ function show(s) {
     return;
   }
   text("clipname", s.clip.name);
-  text("group", s.group ? `group of ${s.group.size} clips: check ${s.group.heard + 1} of ${s.group.checks}` : "");
+  text("group", s.group ? `group of ${s.group.size} clips: check ${s.group.heard + 1} of ${s.group.checks}`
+    : s.review ? `review: labelled ${s.review.labelled} with its group, but its labelled neighbours disagree` : "");
   const src = `/clip/${s.clip.id}`;
   if (player.getAttribute("src") !== src) {
     player.setAttribute("src", src);
