@@ -359,7 +359,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
         with current() as ident:
             index = ident.reader.stats()
         return app.json.response({"index": index, "server": {
-            "version": __version__, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "version": __version__, "pid": os.getpid(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "uptime_s": round(time.time() - started, 1), "reloads": live.reloads,
             "max_upload_mb": cfg["max_upload_mb"], "token_required": token is not None,
             "token_all": bool(cfg["token_all"])}})

@@ -127,10 +127,12 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     }
     server_stats = {
         "type": "object",
-        "required": ["version", "started_at", "uptime_s", "reloads", "max_upload_mb", "token_required",
+        "required": ["version", "pid", "started_at", "uptime_s", "reloads", "max_upload_mb", "token_required",
                      "token_all"],
         "properties": {
-            "version": {"type": "string"}, "started_at": {"type": "string"}, "uptime_s": {"type": "number"},
+            "version": {"type": "string"},
+            "pid": {"type": "integer", "description": "Process that answered (one of the workers, with --workers)."},
+            "started_at": {"type": "string"}, "uptime_s": {"type": "number"},
             "reloads": {"type": "integer", "description": "Index generations opened since start."},
             "max_upload_mb": {"type": "number"}, "token_required": {"type": "boolean"},
             "token_all": {"type": "boolean"},

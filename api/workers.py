@@ -7,6 +7,11 @@ connection to one of them), and restarts a worker that dies.  Workers are fresh 
 and OpenMP state must not be forked) and open the index themselves; their writes queue on the index's writer
 lock as separate processes' do, and each one's :class:`~audioid.index.live.LiveIndex` picks up the others'
 generations before its next query.  A worker whose parent is gone stops by itself.
+
+Clients that keep their connections open (pipelines do) keep the worker that accepted them, and the kernel
+hands a new connection to whichever worker wakes first, so four connections could land three on one worker and
+one on the other: those three clients wait on one core while the other idles.  So each worker publishes how many
+connections it holds (a shared array) and accepts new ones only while it holds no more than any other.
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ _QUICK_EXIT_S = 10.0
 _QUICK_EXITS = 3
 #: How long stopping workers get to finish their requests before they are killed.
 _STOP_GRACE_S = 10.0
+#: Connection count published for a worker that is not (yet, or any more) accepting: never the least.
+_NOT_ACCEPTING = 2**31 - 1
+#: Longest a worker goes without looking again whether it is its turn to accept (waitress's default is 1 s):
+#: another worker's count can drop while this one has nothing else to wake it.
+_ACCEPT_RECHECK_S = 0.1
 
 
 def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -54,14 +64,33 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(sock: socket.socket, index_dir: str, config: dict[str, Any], threads: int, parent: int) -> None:
+def balance_accepts(server: Any, loads: Any, slot: int) -> None:
+    """Make the waitress ``server`` accept new connections only while it holds no more than any other worker.
+
+    ``loads`` is an array of connection counts shared by the workers, ``slot`` this one's place in it.  The
+    count is published each turn of the server's loop, which also runs after each accept and close.
+    """
+    readable = server.readable
+
+    def balanced() -> bool:
+        loads[slot] = len(server.active_channels)
+        return readable() and loads[slot] <= min(loads)
+
+    server.readable = balanced
+    server.adj.asyncore_loop_timeout = min(server.adj.asyncore_loop_timeout, _ACCEPT_RECHECK_S)
+
+
+def _worker(sock: socket.socket, index_dir: str, config: dict[str, Any], threads: int, parent: int, loads: Any,
+            slot: int) -> None:
     from .app import create_app, make_server
 
     # SIGTERM (from the parent) exits like Ctrl-C, so the upload folder and readers are cleaned up.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
-        make_server(create_app(index_dir, **config), sock=sock, threads=threads).run()
+        server = make_server(create_app(index_dir, **config), sock=sock, threads=threads)
+        balance_accepts(server, loads, slot)
+        server.run()
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
         pass
 
@@ -85,14 +114,18 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
 
     previous = signal.signal(signal.SIGTERM, stop)
 
-    def start() -> tuple[Any, float, str]:
+    # Connections held per worker (see balance_accepts); a slot counts only once its worker runs.
+    loads = ctx.RawArray("l", [_NOT_ACCEPTING] * workers)
+
+    def start(slot: int) -> tuple[Any, float, str]:
+        loads[slot] = _NOT_ACCEPTING
         uploads = tempfile.mkdtemp(prefix="worker-", dir=root)
         proc = ctx.Process(target=_worker, args=(sock, index_dir, {**config, "upload_root": uploads}, threads,
-                                                 os.getpid()), name="audioid-worker", daemon=False)
+                                                 os.getpid(), loads, slot), name="audioid-worker", daemon=False)
         proc.start()
         return proc, time.monotonic(), uploads
 
-    running = [start() for _ in range(workers)]
+    running = [start(slot) for slot in range(workers)]
     quick_exits, status = 0, 0
     try:
         while not stopping:
@@ -107,7 +140,7 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
                     break
                 log(f"worker {proc.pid} exited with status {proc.exitcode}; starting another")
                 shutil.rmtree(uploads, ignore_errors=True)
-                running[i] = start()
+                running[i] = start(i)
     except KeyboardInterrupt:
         pass
     finally:

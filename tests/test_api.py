@@ -1,6 +1,7 @@
 """The HTTP API over real HTTP: waitress on an ephemeral loopback port, real indexes on disk, synthetic audio."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -428,6 +430,17 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
             assert {r["label"] for r in pool.map(identify, [queries["t2.wav"]] * 16)} == {"track2"}
         first = _workers(proc.pid)
         assert len(first) == 2
+        # Kept-open connections are shared out evenly (the kernel alone often gives one worker three of four).
+        host, port = url.split("//")[1].rsplit(":", 1)
+        time.sleep(0.5)                                 # the workers see the pool's connections closed
+        held = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(4)]
+        owners = []
+        for c in held:
+            c.request("GET", "/stats")
+            owners.append(json.loads(c.getresponse().read())["server"]["pid"])
+        assert sorted(Counter(owners).values()) == [2, 2] and set(owners) == first, owners
+        for c in held:
+            c.close()
         r = requests.post(f"{url}/tracks", files={"file": upload(tmp_path / "new.wav")}, data={"label": "new"},
                           headers={"Authorization": "Bearer t0ken"}, timeout=60)
         assert r.status_code == 201, r.text
