@@ -11,7 +11,9 @@ generations before its next query.  A worker whose parent is gone stops by itsel
 Clients that keep their connections open (pipelines do) keep the worker that accepted them, and the kernel
 hands a new connection to whichever worker wakes first, so four connections could land three on one worker and
 one on the other: those three clients wait on one core while the other idles.  So each worker publishes how many
-connections it holds (a shared array) and accepts new ones only while it holds no more than any other.
+connections it holds (a shared array) and accepts new ones only while it holds no more than any other.  A worker
+that holds two more than another (its peer was still starting, or was replaced, when the connections came)
+answers one request with ``Connection: close``, so that client's next connection goes to the other.
 """
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ def _watch_parent(parent: int) -> None:
 
 
 def balance_accepts(server: Any, loads: Any, slot: int) -> None:
-    """Make the waitress ``server`` accept new connections only while it holds no more than any other worker.
+    """Make the waitress ``server`` accept new connections only while it holds no more than any other worker,
+    and hand one over (``Connection: close`` on a response) while it holds two more than another.
 
     ``loads`` is an array of connection counts shared by the workers, ``slot`` this one's place in it.  The
     count is published each turn of the server's loop, which also runs after each accept and close.
@@ -76,7 +79,14 @@ def balance_accepts(server: Any, loads: Any, slot: int) -> None:
         loads[slot] = len(server.active_channels)
         return readable() and loads[slot] <= min(loads)
 
+    class HandOverTask(server.channel_class.task_class):
+        def execute(self) -> None:
+            if loads[slot] > min(loads) + 1:
+                self.set_close_on_finish()     # announced in the response, so the client reconnects cleanly
+            super().execute()
+
     server.readable = balanced
+    server.channel_class = type("BalancedChannel", (server.channel_class,), {"task_class": HandOverTask})
     server.adj.asyncore_loop_timeout = min(server.adj.asyncore_loop_timeout, _ACCEPT_RECHECK_S)
 
 

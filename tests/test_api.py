@@ -394,6 +394,12 @@ def _workers(pid: int) -> set[int]:
     return found
 
 
+def stats_pid(conn: http.client.HTTPConnection) -> int:
+    """The process that answers ``GET /stats`` on a kept-open connection (reopened if the server closed it)."""
+    conn.request("GET", "/stats")
+    return json.loads(conn.getresponse().read())["server"]["pid"]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -434,10 +440,7 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
         host, port = url.split("//")[1].rsplit(":", 1)
         time.sleep(0.5)                                 # the workers see the pool's connections closed
         held = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(4)]
-        owners = []
-        for c in held:
-            c.request("GET", "/stats")
-            owners.append(json.loads(c.getresponse().read())["server"]["pid"])
+        owners = [stats_pid(c) for c in held]
         assert sorted(Counter(owners).values()) == [2, 2] and set(owners) == first, owners
         for c in held:
             c.close()
@@ -454,18 +457,33 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
         for d in before.values():
             (d / "upload-in-flight").write_bytes(b"part of someone's audio")
         os.kill(victim, signal.SIGKILL)
+        # Connections made while the replacement starts all go to the survivor ...
+        held = [http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(4)]
+        assert {stats_pid(c) for c in held} == first - {victim}
         for _ in range(600):
             now = _workers(proc.pid)
             if len(now) == 2 and victim not in now:
                 break
             time.sleep(0.1)
         assert len(now) == 2 and victim not in now      # replaced
+        # ... which hands two of them over once the replacement runs: its answer says "Connection: close" and
+        # the client's next request reconnects (to the replacement).
+        for _ in range(100):
+            owners = [stats_pid(c) for c in held]
+            if sorted(Counter(owners).values()) == [2, 2]:
+                break
+            time.sleep(0.05)
+        assert sorted(Counter(owners).values()) == [2, 2] and set(owners) == now, owners
+        for c in held:
+            c.close()
         assert identify(queries["t2.wav"])["label"] == "track2"
         kept = [d for name, d in upload_folders().items() if name in before]
         assert len(kept) == 1 and (kept[0] / "upload-in-flight").exists()     # only the dead worker's went
     finally:
         proc.terminate()
         assert proc.wait(timeout=60) == 0
+    # 16 identifies from 8 clients on 2 x 2 threads queued some: waitress's queue-depth warnings stay out of the log.
+    assert "Task queue depth" not in proc.stderr.read()
     assert not any(_alive(p) for p in now | first)
     assert list(temp.iterdir()) == []
 
