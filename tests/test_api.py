@@ -468,7 +468,8 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
         assert len(now) == 2 and victim not in now      # replaced
         # ... which hands two of them over once the replacement runs: its answer says "Connection: close" and
         # the client's next request reconnects (to the replacement).
-        for _ in range(100):
+        deadline = time.monotonic() + 60                # the replacement may still be loading the index
+        while time.monotonic() < deadline:
             owners = [stats_pid(c) for c in held]
             if sorted(Counter(owners).values()) == [2, 2]:
                 break
