@@ -124,8 +124,8 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
 
     previous = signal.signal(signal.SIGTERM, stop)
 
-    # Connections held per worker (see balance_accepts); a slot counts only once its worker runs.
-    loads = ctx.RawArray("l", [_NOT_ACCEPTING] * workers)
+    # Connections held per worker (see balance_accepts); start() marks a slot not accepting until its worker runs.
+    loads = ctx.RawArray("l", workers)
 
     def start(slot: int) -> tuple[Any, float, str]:
         loads[slot] = _NOT_ACCEPTING

@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,6 +47,22 @@ from audioid.index.hcgl import GuidedQueue, HcglConfig, KnnState, build_hierarch
 from audioid.index.vectors import VectorSegment, build_faiss, track_of  # noqa: E402
 
 MODES = ("guided", "uncertain", "random")
+
+
+class Row(NamedTuple):
+    """One mode on one pool/gold split."""
+
+    partition: int
+    gold_fold: int
+    pool: int
+    gold: int
+    full: float                 # accuracy of full labelling
+    mode: str
+    reach: int | None           # clips to 95 % of full on the mean accuracy curve
+    first: list                 # each order's first crossing (None: never)
+    at10: float                 # accuracy at 10 % of the pool, mean over orders
+    noise10: float              # label noise at 10 % of the pool, mean over orders
+    build_s: float              # hierarchy build of the pool
 
 
 class Gold:
@@ -114,13 +131,20 @@ def clips_to_reach(curve: list[tuple[int, float, float]], target: float) -> int 
     return next((e for e, acc, _ in curve if acc >= target), None)
 
 
-def mean_clips_to_reach(runs: list[list[tuple[int, float, float]]], target: float) -> int | None:
-    """Clips listened to when the gold accuracy averaged over ``runs`` (orders, evaluated at the same efforts)
-    first reaches ``target``: the clips a mode needs for that accuracy in expectation.  (The mean of each
-    order's first crossing is lower: an order can touch ``target`` by luck and fall back.)"""
+def mean_curve(runs: list[list[tuple[int, float, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clips listened to, gold accuracy and label noise averaged over ``runs`` (orders evaluated at the same
+    efforts), as far as every run goes."""
     m = min(len(c) for c in runs)
-    acc = np.mean([[c[i][1] for i in range(m)] for c in runs], axis=0)
-    return next((runs[0][i][0] for i in range(m) if acc[i] >= target), None)
+    a = np.array([c[:m] for c in runs], dtype=np.float64)          # (runs, m, 3)
+    return a[0, :, 0].astype(int), a[:, :, 1].mean(axis=0), a[:, :, 2].mean(axis=0)
+
+
+def mean_clips_to_reach(runs: list[list[tuple[int, float, float]]], target: float) -> int | None:
+    """Clips listened to when the gold accuracy averaged over ``runs`` first reaches ``target``: the clips a mode
+    needs for that accuracy in expectation.  (The mean of each order's first crossing is lower: an order can
+    touch ``target`` by luck and fall back.)"""
+    effort, acc, _ = mean_curve(runs)
+    return next((int(e) for e, a in zip(effort, acc) if a >= target), None)
 
 
 def hierarchy_timing(n: int, dim: int, cfg: HcglConfig) -> float:
@@ -178,30 +202,31 @@ def main(argv: list[str] | None = None) -> int:
                 first = [clips_to_reach(c, 0.95 * full) for c in runs]
                 at10 = [next((a for e, a, _ in reversed(c) if e <= 0.1 * n), 0.0) for c in runs]
                 noise10 = [next((z for e, _, z in reversed(c) if e <= 0.1 * n), 0.0) for c in runs]
-                rows.append((pseed, gold_fold, n, int(g.sum()), full, mode, reach, first, float(np.mean(at10)),
-                             float(np.mean(noise10)), build_s))
+                rows.append(Row(pseed, gold_fold, n, int(g.sum()), full, mode, reach, first, float(np.mean(at10)),
+                                float(np.mean(noise10)), build_s))
     print(f"Clips to 95 % of full: where the accuracy averaged over the orders ({args.seeds} for uncertain and "
           "random, one for guided) first reaches it; then the mean of each order's first crossing.\n")
     print("| partition | gold fold | pool | gold | full-labelling acc | mode | clips to 95 % of full "
           "(% of pool) | mean first crossing | acc at 10 % of pool | label noise at 10 % |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for pseed, gf, n, ng, full, mode, reach, first, at10, noise10 in (r[:10] for r in rows):
-        shown = f"{reach} ({100 * reach / n:.1f} %)" if reach is not None else \
+    for r in rows:
+        shown = f"{r.reach} ({100 * r.reach / r.pool:.1f} %)" if r.reach is not None else \
             f"not within {int(args.budget * 100)} %"
-        got = [r for r in first if r is not None]
-        crossing = f"{np.mean(got):.0f}" if len(got) == len(first) else f"{len(first) - len(got)} never"
-        print(f"| {pseed} | {gf} | {n} | {ng} | {full:.4f} | {mode} | {shown} | {crossing} | {at10:.4f} "
-              f"| {100 * noise10:.2f} % |")
+        got = [v for v in r.first if v is not None]
+        crossing = f"{np.mean(got):.0f}" if len(got) == len(r.first) else f"{len(r.first) - len(got)} never"
+        print(f"| {r.partition} | {r.gold_fold} | {r.pool} | {r.gold} | {r.full:.4f} | {r.mode} | {shown} "
+              f"| {crossing} | {r.at10:.4f} | {100 * r.noise10:.2f} % |")
     print("\nRatio of clips to reach 95 % of full accuracy, random / guided (mean accuracy curve; mean of the "
           "first crossings):\n")
     for key in curves:
-        row = {r[5]: r for r in rows if (r[0], r[1]) == key}
-        g, rnd = row["guided"][6], row["random"][6]
-        firsts = [v for v in row["random"][7] if v is not None]
+        row = {r.mode: r for r in rows if (r.partition, r.gold_fold) == key}
+        g, rnd = row["guided"].reach, row["random"].reach
+        firsts = row["random"].first
         ratio = f"{rnd / g:.1f}x" if g and rnd else "n/a"
-        ratio_first = f"{np.mean(firsts) / g:.1f}x" if g and firsts else "n/a"
+        # Only when every order got there: a mean over the lucky ones alone would flatter random.
+        ratio_first = f"{np.mean(firsts) / g:.1f}x" if g and None not in firsts else "n/a"
         print(f"- partition {key[0]}, gold fold {key[1]}: {ratio}; {ratio_first}")
-    print(f"\nHierarchy build of the pool: {np.mean([r[10] for r in rows]):.2f} s (mean).")
+    print(f"\nHierarchy build of the pool: {np.mean([r.build_s for r in rows]):.2f} s (mean).")
     if args.scale_n:
         dim = default_discriminant(ecfg).axes.shape[1] + 1          # guided_space's vectors
         print(f"Hierarchy build of {args.scale_n} random {dim}-dim vectors (micro-clusters): "
@@ -223,12 +248,9 @@ def plot(curves: dict, path: str) -> None:
     for col, ((pseed, gf), (n, full, res)) in enumerate(curves.items()):
         ax, nx = axes[0, col], axes[1, col]
         for mode, runs in res.items():
-            e = np.array([x[0] for x in runs[0]]) / n * 100
-            m = min(len(r) for r in runs)
-            acc = np.mean([[x[1] for x in r[:m]] for r in runs], axis=0)
-            noise = np.mean([[x[2] for x in r[:m]] for r in runs], axis=0)
-            ax.plot(e[:m], acc, label=mode, color=colours[mode])
-            nx.plot(e[:m], 100 * noise, label=mode, color=colours[mode])
+            effort, acc, noise = mean_curve(runs)
+            ax.plot(effort / n * 100, acc, label=mode, color=colours[mode])
+            nx.plot(effort / n * 100, 100 * noise, label=mode, color=colours[mode])
         ax.axhline(full, color="grey", lw=0.8, label="full labelling")
         ax.axhline(0.95 * full, color="grey", ls="--", lw=0.8, label="95 % of full")
         ax.axvline(10, color="black", ls=":", lw=0.8)

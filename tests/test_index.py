@@ -186,6 +186,39 @@ def test_postings_lookup_matches_brute_force(tmp_path):
     assert len(qidx) == 0
 
 
+def test_postings_ranges_at_the_top_of_a_bucket(tmp_path):
+    """Low half 0xFFFF is the last value of its bucket: its range runs to the bucket's end (the search for the
+    next value wraps to 0), in a middle bucket as in the last; and ranges() equals a brute-force count."""
+    rng = np.random.default_rng(1)
+    bits = 20
+    hashes = rng.integers(0, 2 ** bits, 20_000).astype(np.uint32)
+    tops = np.array([(b << 16) | 0xFFFF for b in (0, 3, 2 ** (bits - 16) - 1)], np.uint32)
+    hashes = np.concatenate([hashes, np.repeat(tops, [3, 5, 2]), [(4 << 16)]]).astype(np.uint32)
+    values = np.arange(len(hashes), dtype=np.uint32)
+    write_segment(str(tmp_path / "seg"), hashes, values, np.array([[0, 10, 1]]), bits)
+    seg = Segment.open(str(tmp_path / "seg"))
+    q = np.concatenate([tops, hashes[rng.integers(0, len(hashes), 500)], [2 ** bits - 2, 2 ** 22]]).astype(np.uint32)
+    lo, hi = seg.ranges(q)
+    stored = seg.hashes()
+    assert all((stored[a:b] == h).all() for h, a, b in zip(q.tolist(), lo.tolist(), hi.tolist()))
+    assert (hi - lo).tolist() == [int(np.sum(hashes == h)) for h in q.tolist()]
+    assert (hi - lo)[:3].tolist() == [3, 5, 2]
+    # Over max_postings: an empty range, not a truncated one.
+    lo, hi = seg.ranges(tops, max_postings=2)
+    assert (hi - lo).tolist() == [0, 0, 2]
+
+
+def test_unique_inverse_equals_numpy():
+    from audioid.index.match import _unique_inverse
+
+    rng = np.random.default_rng(2)
+    for h in (np.zeros(0, np.uint32), np.array([7], np.uint32), rng.integers(0, 2 ** 32, 5000, dtype=np.uint32),
+              rng.integers(0, 50, 5000).astype(np.uint32)):
+        uniq, inverse = _unique_inverse(h)
+        want_uniq, want_inverse = np.unique(h, return_inverse=True)
+        assert np.array_equal(uniq, want_uniq) and np.array_equal(inverse, want_inverse.ravel())
+
+
 def test_build_identify_offset_and_negatives(refs, tmp_path):
     report = build_index(reference_specs(str(refs)), tmp_path / "idx", jobs=1)
     assert [t.label for t in report.added] == ["song1", "song2", "song3", "song4"]
