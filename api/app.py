@@ -37,6 +37,7 @@ from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
 
 from .heap import steady_heap
+from .multipart import FormDataParser
 from .openapi import MAX_ID, MAX_OFFSET, MAX_OUTRO_S, MAX_PAGE, MAX_TEXT, MAX_TOP, openapi_document
 
 DEFAULTS: dict[str, Any] = {
@@ -133,6 +134,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
     token = cfg["token"].encode() if cfg["token"] else None
 
     class UploadRequest(Request):
+        form_data_parser_class = FormDataParser
+
         def _get_file_stream(self, *args: Any, **kwargs: Any):
             # Multipart file parts stream to disk in our folder; the file is deleted when the request closes it.
             return tempfile.NamedTemporaryFile(dir=upload_dir, prefix="upload-")
