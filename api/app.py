@@ -483,6 +483,8 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     # Waitress warns "Task queue depth is N" whenever a request waits for a thread: with kept-open connections
     # from more clients than threads that is every other request, which would bury the log.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # python-multipart logs a warning for each malformed body it sees; the client already gets a 400 naming it.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     timeout = int(app.extensions["audioid"]["config"]["client_timeout_s"])
     where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
     # Waitress looks for silent connections every cleanup_interval (default 30 s): scale it with the timeout.
