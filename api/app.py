@@ -31,12 +31,11 @@ from audioid.index.build import add_to_index, relabel_in_index, remove_from_inde
 from audioid.index.catalog import CLASSES, Track
 from audioid.index.identify import Identifier
 from audioid.index.live import LiveIndex
-from audioid.index.parallel import single_thread_pools
+from audioid.index.parallel import worker_setup
 from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
 
-from .heap import steady_heap
 from .multipart import FormDataParser
 from .openapi import MAX_ID, MAX_OFFSET, MAX_OUTRO_S, MAX_PAGE, MAX_TEXT, MAX_TOP, openapi_document
 
@@ -467,7 +466,8 @@ def _shut_down(live: LiveIndex, upload_dir: str) -> None:
 def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
                 sock: socket.socket | None = None):
     """A waitress server for ``app`` (from :func:`create_app`), not yet running: call ``.run()``.  Limits BLAS and
-    OpenMP (FAISS) to one thread and steadies the heap (:func:`api.heap.steady_heap`) for the whole process.
+    OpenMP (FAISS) to one thread and steadies the heap for the whole process
+    (:func:`audioid.index.parallel.worker_setup`).
 
     ``port=0`` picks a free port (``.effective_port``).  With ``sock`` (a bound TCP socket) the server accepts
     on it instead of binding ``host``/``port`` (several worker processes share one, see :mod:`api.workers`).
@@ -478,8 +478,7 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     """
     import waitress
 
-    single_thread_pools()   # requests already run in parallel threads (and workers in parallel processes)
-    steady_heap()
+    worker_setup()          # requests already run in parallel threads (and workers in parallel processes)
     # Waitress warns "Task queue depth is N" whenever a request waits for a thread: with kept-open connections
     # from more clients than threads that is every other request, which would bury the log.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -118,9 +118,9 @@ _worker_identifier: "Identifier | None" = None
 def _worker_open(index: str) -> None:
     global _worker_identifier
     from .index.identify import Identifier
-    from .index.parallel import single_thread_pools
+    from .index.parallel import worker_setup
 
-    single_thread_pools()
+    worker_setup()
     _worker_identifier = Identifier.open(index)
 
 

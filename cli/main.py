@@ -28,6 +28,9 @@ def cli() -> None:
       audioid index build refs/ --index idx
       audioid identify --index idx recordings/
     """
+    from audioid.index.heap import steady_heap
+
+    steady_heap()       # batches pay glibc's adaptive thresholds on every file otherwise (index.heap)
 
 
 # --------------------------------------------------------------------------------------------------- index ---

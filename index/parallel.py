@@ -32,6 +32,15 @@ def single_thread_pools() -> None:
     _spare.enabled = False
 
 
+def worker_setup() -> None:
+    """What a process of ours that shares the cores with others does first (a worker of a batch, a server):
+    one-thread pools (:func:`single_thread_pools`) and a steady heap (:func:`index.heap.steady_heap`)."""
+    from .heap import steady_heap
+
+    single_thread_pools()
+    steady_heap()
+
+
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = None) -> Iterator[R]:
     """``fn`` over ``items`` on ``jobs`` processes (default: one per core), yielded in input order.
 
@@ -44,7 +53,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
         yield from map(fn, items)
         return
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("forkserver"),
-                               initializer=single_thread_pools)
+                               initializer=worker_setup)
     try:
         yield from pool.map(fn, items, chunksize=1)
     finally:

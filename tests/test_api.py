@@ -23,7 +23,7 @@ import soundfile as sf
 
 from audioid import synth
 from audioid.api import create_app, make_server
-from audioid.api.heap import steady_heap
+from audioid.index.heap import steady_heap
 from audioid.index.identify import Identifier
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
