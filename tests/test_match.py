@@ -8,6 +8,7 @@ import soxr
 from audioid import synth
 from audioid.fingerprint.landmarks import query_peaks
 from audioid.index.match import _rarest, match, speed_grid, speed_hypotheses
+from audioid.index.postings import Segment
 from audioid.index.store import IndexReader
 
 from conftest import Library
@@ -106,3 +107,32 @@ def test_a_grid_of_normal_speed_only_searches_it_alone(library: Library):
     cand = match(peaks, reader.segments, reader.config, frames=reader.frames, speeds=speed_grid(0.0, 0.005),
                  max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
     assert cand is None or cand.speed == 1.0
+
+
+def _moved_far(seg: Segment, track_id: int, shift: int) -> Segment:
+    """``seg`` with one track's postings (and its place in the frame space) ``shift`` frames further on, past
+    every other track."""
+    tracks = np.asarray(seg.tracks, np.int64).copy()
+    (row,) = np.flatnonzero(tracks[:, 2] == track_id)
+    start, n = tracks[row, 0], tracks[row, 1]
+    values = np.asarray(seg.values, np.int64)
+    values = np.where((values >= start) & (values < start + n), values + shift, values)
+    tracks[row, 0] += shift
+    return Segment(seg.name, seg.low, seg.buckets, values.astype(np.uint32), tracks[np.argsort(tracks[:, 0])])
+
+
+def test_piles_spanning_more_than_32_bit_keys_are_found_alike(library: Library):
+    """Hits that span more frames than 32-bit sort keys hold (an index of some 75 hours) take the 64-bit path of
+    the pile search: a track moved that far finds the same pile as when moved less far (32-bit keys), while
+    chance hits in the other tracks stay near the start."""
+    reader = IndexReader(str(library.index))
+    try:
+        (seg,) = reader.segments
+        track = reader.catalog.by_label("track5")[0].id
+        peaks = query_peaks(_query(library, "track5"), reader.config)
+        near, far = (match(peaks, [_moved_far(seg, track, shift)], reader.config, frames=1 << 30, speeds=SPEEDS,
+                           max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9)
+                     for shift in ((1 << 20) + 12345, (1 << 28) + 12345))   # not multiples of a wrap
+        assert near.track_id == track and near == far
+    finally:
+        reader.close()
