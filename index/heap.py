@@ -10,9 +10,8 @@ keeps what it freed, so the RSS of the soak (``bench/soak.py``) wandered between
 the next with no leak behind it.  Fixed thresholds (blocks up to 16 MB come from the heap; up to 64 MB of free heap
 is kept), two arenas, and ``malloc_trim`` every few seconds make both steady.  Elsewhere than glibc this does nothing.
 
-A batch pays the same faults per file: ``audioid identify`` over 100 files took 2.06-2.17 s of CPU with glibc's
-own thresholds and 1.81-1.92 s with these, ``audioid index build`` of 40 songs 2.91-3.19 against 2.55-2.61 s
-(bench/RESULTS.md).  The CLI sets them for its own process and our worker processes for themselves; a program
+A batch pays the same faults per file: ``audioid identify`` over 100 files took 2.06-2.07 s of CPU and 147,000
+page faults with glibc's own thresholds, 1.93-1.96 s and 27,000 with these (bench/RESULTS.md).  The CLI sets them for its own process and our worker processes for themselves; a program
 that merely imports the library keeps its allocator as it is.
 """
 from __future__ import annotations
