@@ -11,8 +11,9 @@ The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; b
 and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
 ``audioid serve`` in its own process (its RSS, with ``--workers`` the sum over the parent and its workers, is its
 own); clients are threads of this process, each with a keep-alive connection (``http.client``), sending
-multipart uploads.  The library rate is measured with BLAS and OpenMP (FAISS) on one thread, as the server runs
-them.  Prints markdown for ``bench/RESULTS.md``.
+multipart uploads.  The library rate is measured in a process set up as the server's are
+(:func:`audioid.index.parallel.worker_setup`: BLAS and OpenMP on one thread, a steady heap).  Prints markdown
+for ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from common import percentiles  # noqa: E402
 from audioid import synth  # noqa: E402
 from audioid.index.build import build_index  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
-from audioid.index.parallel import single_thread_pools  # noqa: E402
+from audioid.index.parallel import worker_setup  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
 from audioid.index.store import IndexReader, IndexStoreError  # noqa: E402
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     index = ensure_index(args.work, args.tracks, args.jobs)
-    single_thread_pools()                   # as the server does (api.make_server): parallel queries, not searches
+    worker_setup()          # as the server's processes do (api.make_server): one-thread pools, a steady heap
     files = make_queries(args.work, args.queries, args.tracks)
     bodies = [(os.path.basename(f), open(f, "rb").read()) for f in files]
     lib1 = library_rate(index, files, args.per_level, 1)

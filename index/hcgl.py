@@ -346,7 +346,7 @@ class GuidedQueue:
         self.knn.sync({int(i): int(labels[i]) for i in np.flatnonzero(heard)})
         per_class = np.stack([self._per_node(heard & (labels == c)) for c in range(len(CLASSES))])
         blocked = ((per_class > 0).sum(axis=0) > 1) | (self._per_node(grouped | skipped) > 0)
-        review, review_gain = None, 0.0
+        review, review_gain = None, 0.0       # no disputed clip: any other question gains more
         if heard.sum() >= cfg.flag_min_labels:
             pred, share = self.knn.vote()
             votes = np.stack([self._per_node(pred == c) for c in range(len(CLASSES))])
@@ -371,11 +371,11 @@ class GuidedQueue:
             if not todo:
                 return Question(node, -1, checks, members, int(labels[checks[0]]))
             # A pure group labels its open members for the checks still to hear.
-            if review is None or review_gain < np.count_nonzero(labels[members] < 0) / len(todo):
+            if review_gain < np.count_nonzero(labels[members] < 0) / len(todo):
                 return Question(node, todo[0], checks, members)
         else:
             rest = np.flatnonzero((labels < 0) & ~skipped)
-            if len(rest) and (review is None or review_gain < 1.0):
+            if len(rest) and review_gain < 1.0:
                 return Question(-1, int(rest[0]), [], rest[:1])
         return None if review is None else Question(-1, review, [], np.array([review]), review=True)
 
