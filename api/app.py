@@ -21,7 +21,7 @@ import unicodedata
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, MutableSequence
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -31,7 +31,7 @@ from audioid.index.build import add_to_index, relabel_in_index, remove_from_inde
 from audioid.index.catalog import CLASSES, Track
 from audioid.index.identify import Identifier
 from audioid.index.live import LiveIndex
-from audioid.index.parallel import worker_setup
+from audioid.index.parallel import lend_spare_core_when_alone, worker_setup
 from audioid.index.result import Result
 from audioid.index.sources import ReferenceSpec
 from audioid.index.store import IndexLockedError, IndexStoreError, NoSuchTrackError
@@ -464,10 +464,13 @@ def _shut_down(live: LiveIndex, upload_dir: str) -> None:
 
 
 def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, threads: int = 4,
-                sock: socket.socket | None = None):
+                sock: socket.socket | None = None, running: MutableSequence[int] | None = None, slot: int = 0):
     """A waitress server for ``app`` (from :func:`create_app`), not yet running: call ``.run()``.  Limits BLAS and
     OpenMP (FAISS) to one thread and steadies the heap for the whole process
-    (:func:`audioid.index.parallel.worker_setup`).
+    (:func:`audioid.index.parallel.worker_setup`), and lends a request the second core while it is the only one
+    running (:func:`audioid.index.parallel.lend_spare_core_when_alone`).  ``running`` is an array of request
+    counts shared by a server's processes (this one's at ``slot``, see :mod:`api.workers`); by default this
+    server's own.
 
     ``port=0`` picks a free port (``.effective_port``).  With ``sock`` (a bound TCP socket) the server accepts
     on it instead of binding ``host``/``port`` (several worker processes share one, see :mod:`api.workers`).
@@ -479,6 +482,21 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     import waitress
 
     worker_setup()          # requests already run in parallel threads (and workers in parallel processes)
+    # Requests running, counted around the app: only a request that runs alone in the whole server gets a core
+    # of its own to split its query over (under load the cores are the other requests').
+    counts = [0] if running is None else running
+    lock = threading.Lock()
+
+    def counted(environ: dict[str, Any], start_response: Callable) -> Any:
+        with lock:
+            counts[slot] += 1
+        try:
+            return app(environ, start_response)
+        finally:
+            with lock:
+                counts[slot] -= 1
+
+    lend_spare_core_when_alone(lambda: sum(counts))
     # Waitress warns "Task queue depth is N" whenever a request waits for a thread: with kept-open connections
     # from more clients than threads that is every other request, which would bury the log.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -488,7 +506,7 @@ def make_server(app: Flask, *, host: str = "127.0.0.1", port: int = 8080, thread
     where: dict[str, Any] = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
     # Waitress looks for silent connections every cleanup_interval (default 30 s): scale it with the timeout.
     # Uploads are read 64 KB per call rather than 8 KB: a 10 s MP3 in 3 turns of its loop instead of 20.
-    return waitress.create_server(app, threads=threads, ident="audioid", recv_bytes=1 << 16,
+    return waitress.create_server(counted, threads=threads, ident="audioid", recv_bytes=1 << 16,
                                   max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + (1 << 20),
                                   channel_timeout=timeout, cleanup_interval=max(1, min(30, timeout // 10)),
                                   **where)

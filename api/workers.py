@@ -14,6 +14,9 @@ one on the other: those three clients wait on one core while the other idles.  S
 connections it holds (a shared array) and accepts new ones only while it holds no more than any other.  A worker
 that holds two more than another (its peer was still starting, or was replaced, when the connections came)
 answers one request with ``Connection: close``, so that client's next connection goes to the other.
+
+Each worker also publishes how many requests it is running (a second shared array): a request that runs while
+no other runs anywhere in the server gets the second core for the two halves of its query (``make_server``).
 """
 from __future__ import annotations
 
@@ -91,14 +94,14 @@ def balance_accepts(server: Any, loads: Any, slot: int) -> None:
 
 
 def _worker(sock: socket.socket, index_dir: str, config: dict[str, Any], threads: int, parent: int, loads: Any,
-            slot: int) -> None:
+            running: Any, slot: int) -> None:
     from .app import create_app, make_server
 
     # SIGTERM (from the parent) exits like Ctrl-C, so the upload folder and readers are cleaned up.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
-        server = make_server(create_app(index_dir, **config), sock=sock, threads=threads)
+        server = make_server(create_app(index_dir, **config), sock=sock, threads=threads, running=running, slot=slot)
         balance_accepts(server, loads, slot)
         server.run()
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
@@ -126,12 +129,15 @@ def serve_workers(sock: socket.socket, index_dir: str, config: dict[str, Any], *
 
     # Connections held per worker (see balance_accepts); start() marks a slot not accepting until its worker runs.
     loads = ctx.RawArray("l", workers)
+    # Requests running per worker: a request running alone in the server gets the second core (make_server).
+    in_flight = ctx.RawArray("l", workers)
 
     def start(slot: int) -> tuple[Any, float, str]:
-        loads[slot] = _NOT_ACCEPTING
+        loads[slot], in_flight[slot] = _NOT_ACCEPTING, 0    # a worker that died mid-request counted one
         uploads = tempfile.mkdtemp(prefix="worker-", dir=root)
         proc = ctx.Process(target=_worker, args=(sock, index_dir, {**config, "upload_root": uploads}, threads,
-                                                 os.getpid(), loads, slot), name="audioid-worker", daemon=False)
+                                                 os.getpid(), loads, in_flight, slot), name="audioid-worker",
+                          daemon=False)
         proc.start()
         return proc, time.monotonic(), uploads
 

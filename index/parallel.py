@@ -22,14 +22,15 @@ def single_thread_pools() -> None:
 
     For workers and servers whose processes or threads already fill the cores: pools of their own only spin
     waiting for one another (they doubled a server identify's CPU, bench/RESULTS.md), and a query's helper
-    thread (:func:`on_spare_core`) only adds GIL hand-overs (a sixth more CPU per request, same latency).
+    thread (:func:`on_spare_core`) only adds GIL hand-overs (a sixth more CPU per request, same latency).  A
+    server may lend it again to requests that run alone (:func:`lend_spare_core_when_alone`).
     """
     import faiss  # noqa: F401  (loads the OpenMP runtime: the limit reaches only libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
     _openmp.limited = True
-    _spare.enabled = False
+    _spare.enabled, _spare.shares_cores = False, True
 
 
 def worker_setup() -> None:
@@ -84,15 +85,19 @@ class _Spare:
     as it saves: OpenBLAS restarts its threads each time), and the helper thread runs OpenMP (FAISS) on one.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, shares_cores: bool = False) -> None:
         self.enabled = enabled
+        self.shares_cores = shares_cores      # single_thread_pools() ran: other threads or processes fill the cores
+        self.in_flight: Callable[[], int] | None = None   # a server's requests running, in all its processes
         self.lock = threading.Lock()
         self.running = 0          # queries inside on_spare_core, helped or not
         self.pool: ThreadPoolExecutor | None = None
 
     def free(self, running: int = 0) -> bool:
-        """Whether the core is to lend while ``running`` queries (the asking one included) are inside."""
-        return self.enabled and self.running == running and len(os.sched_getaffinity(0)) >= 2
+        """Whether the core is to lend while ``running`` queries (the asking one included) are inside, and, in a
+        server, no request but the asking one runs anywhere in it."""
+        return (self.enabled and self.running == running and len(os.sched_getaffinity(0)) >= 2
+                and (self.in_flight is None or self.in_flight() <= 1))
 
     def lend(self) -> ThreadPoolExecutor | None:
         with self.lock:
@@ -113,8 +118,23 @@ class _Spare:
 
 
 _spare = _Spare()
-# A forked child has the parent's objects but not its threads: it starts with a helper of its own.
-os.register_at_fork(after_in_child=lambda: globals().__setitem__("_spare", _Spare(_spare.enabled)))
+# A forked child has the parent's objects but not its threads: it starts with a helper of its own.  It is not
+# the server whose requests in_flight counts, so it lends nothing if that was a server.
+os.register_at_fork(after_in_child=lambda: globals().__setitem__(
+    "_spare", _Spare(_spare.enabled and _spare.in_flight is None, _spare.shares_cores)))
+
+
+def lend_spare_core_when_alone(in_flight: Callable[[], int]) -> None:
+    """Lend the spare core again, in a server set up by :func:`single_thread_pools`, to a request that runs
+    alone: while ``in_flight()``, the number of requests running in the whole server (all its processes, the
+    asking one included), is 1.
+
+    A pipeline that sends one file at a time then gets each query's two halves on two cores (a fifth less
+    latency, for more CPU: bench/RESULTS.md); under concurrent requests nothing is lent, and the cores serve
+    the requests.
+    """
+    _spare.in_flight = in_flight
+    _spare.enabled = True
 
 
 def openmp_as_the_process() -> None:
@@ -125,7 +145,7 @@ def openmp_as_the_process() -> None:
     not inherit it: each would start an OpenMP team of its own for a one-vector search, whose idle member then
     spins on a core (about 10 ms of CPU per request in a one-thread server, bench/RESULTS.md).
     """
-    if not _spare.enabled:
+    if _spare.shares_cores:
         one_openmp_thread()
 
 
@@ -142,7 +162,8 @@ def on_spare_core(fn: Callable[..., R], *args) -> Iterator[Callable[[], R]]:
 
     For the independent halves of one query: NumPy, SciPy, soxr and FAISS release the GIL in their kernels, so
     the two halves overlap.  A core is spared only to a query running alone in its process, and never in a
-    process that :func:`single_thread_pools` set up to share the cores with others.
+    process that :func:`single_thread_pools` set up to share the cores with others, unless it is a server's
+    and the request runs alone in the server (:func:`lend_spare_core_when_alone`).
     """
     spare = _spare
     pool = spare.lend()

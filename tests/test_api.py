@@ -34,10 +34,11 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 
 @contextmanager
-def serving(index: str | os.PathLike, **config) -> Iterator[str]:
-    """A real server for ``index`` on a free loopback port; yields its base URL."""
+def serving(index: str | os.PathLike, running: list[int] | None = None, **config) -> Iterator[str]:
+    """A real server for ``index`` on a free loopback port (counting its running requests in ``running``);
+    yields its base URL."""
     app = create_app(index, **config)
-    server = make_server(app, host="127.0.0.1", port=0, threads=4)
+    server = make_server(app, host="127.0.0.1", port=0, threads=4, running=running)
     threading.Thread(target=server.run, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
@@ -487,6 +488,104 @@ def test_serve_workers(library: Library, tmp_path: Path, queries: dict[str, Path
     assert "Task queue depth" not in proc.stderr.read()
     assert not any(_alive(p) for p in now | first)
     assert list(temp.iterdir()) == []
+
+
+def test_requests_are_counted_out_whatever_their_answer(library: Library, tmp_path: Path,
+                                                       queries: dict[str, Path]) -> None:
+    """The running-request count that decides whether a request gets the spare core drops back to 0 after
+    answers, problems and failed uploads alike (a count left high would stop all lending)."""
+    running = [0]
+    with serving(index_copy(library, tmp_path), running=running) as url:
+        assert requests.post(f"{url}/identify", files={"file": upload(queries["t5.mp3"])}).status_code == 200
+        assert requests.post(f"{url}/identify", files={"file": upload(queries["notes.txt"])}).status_code == 422
+        assert requests.post(f"{url}/identify", data=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+        assert requests.get(f"{url}/tracks/999999").status_code == 404
+        assert running == [0]
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not os.path.exists("/proc/self/status"),
+                    reason="needs two cores and Linux /proc")
+def test_serve_workers_lend_the_second_core_to_a_lone_request(library: Library, tmp_path: Path,
+                                                              queries: dict[str, Path]) -> None:
+    """A request running alone in the whole server gets the spare core (its worker starts the helper thread);
+    one that runs while another worker is busy does not, so the busy worker keeps its core."""
+    from urllib3 import encode_multipart_formdata
+
+    idx = index_copy(library, tmp_path)
+    proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(idx), "--port", "0", "--workers", "2",
+                             "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stderr.readline().split(" on ")[1].split()[0]
+        host, port = url.split("//")[1].rsplit(":", 1)
+        conns = [http.client.HTTPConnection(host, int(port), timeout=120) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while len({stats_pid(c) for c in conns}) < 2 and time.monotonic() < deadline:     # one on each worker
+            for c in conns:
+                c.close()
+            time.sleep(0.1)
+        busy, lone = (stats_pid(c) for c in conns)
+        assert busy != lone
+
+        def post(conn: http.client.HTTPConnection, path: str, files: int) -> dict:
+            body, ctype = encode_multipart_formdata([("file", upload(queries["t2.wav"]))] * files)
+            conn.request("POST", path, body, {"Content-Type": ctype})
+            r = conn.getresponse()
+            assert r.status == 200
+            return json.loads(r.read())
+
+        threads = _threads(busy)
+        post(conns[0], "/identify", 1)                  # alone: helped
+        assert _threads(busy) == threads + 1
+        # A long batch on one worker; while it runs, a request on the other finds the server busy.
+        threads, ticks = _threads(lone), _cpu_ticks(busy)
+        with ThreadPoolExecutor(1) as pool:
+            batch = pool.submit(post, conns[0], "/identify/batch", 32)
+            while _cpu_ticks(busy) < ticks + 2 and not batch.done():                 # the batch is running
+                time.sleep(0.005)
+            assert post(conns[1], "/identify", 1)["label"] == "track2"
+            assert not batch.done(), "the batch ended before the lone request: nothing tested"
+            assert {r["label"] for r in batch.result()["results"]} == {"track2"}
+        assert _threads(lone) == threads                # not helped
+        post(conns[1], "/identify", 1)                  # alone again: helped
+        assert _threads(lone) == threads + 1
+        # A worker killed mid-request is replaced, and its count with it: lone requests are still helped.
+        with ThreadPoolExecutor(1) as pool:
+            batch = pool.submit(post, conns[0], "/identify/batch", 32)
+            ticks = _cpu_ticks(busy)
+            while _cpu_ticks(busy) < ticks + 2:
+                time.sleep(0.005)
+            os.kill(busy, signal.SIGKILL)
+            with pytest.raises((ConnectionError, http.client.HTTPException)):
+                batch.result()
+        deadline = time.monotonic() + 60
+        while {busy, lone} & _workers(proc.pid) != {lone} or len(_workers(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.1)
+        (new,) = _workers(proc.pid) - {lone}
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        while stats_pid(conn) != new:                   # it holds fewer connections: it gets the next one
+            assert time.monotonic() < deadline, "no connection reached the replacement"
+            conn.close()
+            time.sleep(0.1)
+        threads = _threads(new)
+        post(conn, "/identify", 1)
+        assert _threads(new) == threads + 1
+        for c in [*conns, conn]:
+            c.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
 
 
 def test_openapi_contract_holds(library: Library, tmp_path: Path) -> None:

@@ -83,12 +83,20 @@ def test_errors_reach_the_caller_and_the_block_waits_for_the_helper():
 
 @two_cores
 def test_processes_that_share_the_cores_lend_no_spare_core():
+    """... except a server's, to a request running alone in the whole server (in_flight counts them)."""
     # In a child process: single_thread_pools() changes its whole process for good.
     code = ("import threading\n"
-            "from audioid.index.parallel import on_spare_core, single_thread_pools\n"
-            "with on_spare_core(threading.get_ident) as get: assert get() != threading.get_ident()\n"
+            "from audioid.index.parallel import lend_spare_core_when_alone, on_spare_core, single_thread_pools\n"
+            "def helped():\n"
+            "    with on_spare_core(threading.get_ident) as get: return get() != threading.get_ident()\n"
+            "assert helped()\n"
             "single_thread_pools()\n"
-            "with on_spare_core(threading.get_ident) as get: assert get() == threading.get_ident()\n")
+            "assert not helped()\n"
+            "in_flight = [2]\n"
+            "lend_spare_core_when_alone(lambda: in_flight[0])\n"
+            "assert not helped()\n"
+            "in_flight[0] = 1\n"
+            "assert helped()\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
