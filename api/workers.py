@@ -94,14 +94,15 @@ def balance_accepts(server: Any, loads: Any, slot: int) -> None:
 
 
 def _worker(sock: socket.socket, index_dir: str, config: dict[str, Any], threads: int, parent: int, loads: Any,
-            running: Any, slot: int) -> None:
+            in_flight: Any, slot: int) -> None:
     from .app import create_app, make_server
 
     # SIGTERM (from the parent) exits like Ctrl-C, so the upload folder and readers are cleaned up.
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(0))
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
-        server = make_server(create_app(index_dir, **config), sock=sock, threads=threads, running=running, slot=slot)
+        server = make_server(create_app(index_dir, **config), sock=sock, threads=threads, running=in_flight,
+                             slot=slot)
         balance_accepts(server, loads, slot)
         server.run()
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
