@@ -362,8 +362,10 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
               help="Port to listen on (0: any free port).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
               help="Requests handled at once (per worker).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Server processes sharing the port: up to one per core serves that many identifies in parallel.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Server processes sharing the port, each with --threads threads: one per core serves that many "
+                   "identifies in parallel (threads of one process take turns on Python's GIL) "
+                   "[default: one per core this process may use].")
 @click.option("--token", envvar="AUDIOID_TOKEN", default=None, metavar="TOKEN",
               help="Bearer token the write endpoints require [env AUDIOID_TOKEN; default: none].")
 @click.option("--token-all", is_flag=True, help="Require the token on read endpoints too (not /health, /openapi.json).")
@@ -371,8 +373,8 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
               metavar="MB", help="Largest request body.")
 @click.option("--client-timeout", type=click.IntRange(min=1), default=120, show_default=True, metavar="S",
               help="Close a connection that sends nothing for S seconds (a stalled or idle client).")
-def serve(index_dir: str, host: str, port: int, threads: int, workers: int, token: str | None, token_all: bool,
-          max_upload_mb: float, client_timeout: int) -> None:
+def serve(index_dir: str, host: str, port: int, threads: int, workers: int | None, token: str | None,
+          token_all: bool, max_upload_mb: float, client_timeout: int) -> None:
     """Serve the HTTP API (identify, tracks, stats; GET /openapi.json) on waitress until interrupted.
 
     The index need not exist yet (503 until the first build). Builds, adds and label changes made while it runs,
@@ -382,7 +384,9 @@ def serve(index_dir: str, host: str, port: int, threads: int, workers: int, toke
         raise click.UsageError("--token-all needs --token (or AUDIOID_TOKEN)")
     from audioid.api import create_app, make_server
     from audioid.api.workers import listen_socket, serve_workers
+    from audioid.index.parallel import usable_cores
 
+    workers = workers or usable_cores()
     config = dict(token=token, token_all=token_all, max_upload_mb=max_upload_mb, client_timeout_s=client_timeout)
     app = create_app(index_dir, **config) if workers == 1 else None  # workers make their own
     try:

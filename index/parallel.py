@@ -14,6 +14,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the system keeps one (Linux: a container or
+    ``taskset`` may allow fewer than the machine has), else every core."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def single_thread_pools() -> None:
     """Limit this process' BLAS and OpenMP (FAISS) pools to one thread, and lend it no spare core.
 
@@ -49,7 +58,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
     FAISS' OpenMP threads (a search or an IVF training done earlier here) do not survive fork, and a forked
     worker using them hangs.  Closing the generator early cancels the work not yet started.
     """
-    jobs = min(jobs or os.cpu_count() or 1, max(len(items), 1))
+    jobs = min(jobs or usable_cores(), max(len(items), 1))
     if jobs == 1:
         yield from map(fn, items)
         return
@@ -96,7 +105,7 @@ class _Spare:
     def free(self, running: int = 0) -> bool:
         """Whether the core is to lend while ``running`` queries (the asking one included) are inside, and, in a
         server, no request but the asking one runs anywhere in it."""
-        return (self.enabled and self.running == running and len(os.sched_getaffinity(0)) >= 2
+        return (self.enabled and self.running == running and usable_cores() >= 2
                 and (self.in_flight is None or self.in_flight() <= 1))
 
     def lend(self) -> ThreadPoolExecutor | None:

@@ -25,6 +25,7 @@ from audioid import synth
 from audioid.api import create_app, make_server
 from audioid.index.heap import steady_heap
 from audioid.index.identify import Identifier
+from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
 
@@ -360,18 +361,29 @@ def test_concurrent_identify_and_add(library: Library, tmp_path: Path, queries: 
 
 # ------------------------------------------------------------------------------- CLI and the contract ---
 
-def test_serve_command(library: Library, tmp_path: Path) -> None:
-    assert run_cli("serve", "--index", library.index, "--token-all").returncode == 2
+def _serve_line(library: Library, cores: set[int] | None = None) -> str:
+    """``audioid serve``'s first line (on cores ``cores`` only, if given), after checking it answers."""
     proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(library.index), "--port", "0"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores))
     try:
         line = proc.stderr.readline()
         assert line.startswith(f"serving {library.index} on http://127.0.0.1:"), line
         url = line.split(" on ")[1].split()[0]
-        assert requests.get(f"{url}/health", timeout=30).json()["index_ready"] is True
+        assert requests.get(f"{url}/health", timeout=60).json()["index_ready"] is True
+        return line
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_serve_command(library: Library, tmp_path: Path) -> None:
+    """By default one worker per core the process may use: a server limited to one core runs one."""
+    assert run_cli("serve", "--index", library.index, "--token-all").returncode == 2
+    cores = usable_cores()
+    assert f"({cores} worker{'s' if cores > 1 else ''}; Ctrl-C stops)" in _serve_line(library)
+    if hasattr(os, "sched_setaffinity") and cores > 1:
+        assert "(1 worker; Ctrl-C stops)" in _serve_line(library, {min(os.sched_getaffinity(0))})
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
