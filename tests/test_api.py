@@ -526,7 +526,7 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not os.path.exists("/proc/self/status"),
+@pytest.mark.skipif(usable_cores() < 2 or not os.path.exists("/proc/self/status"),
                     reason="needs two cores and Linux /proc")
 def test_serve_workers_lend_the_second_core_to_a_lone_request(library: Library, tmp_path: Path,
                                                               queries: dict[str, Path]) -> None:

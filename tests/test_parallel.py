@@ -10,9 +10,9 @@ import time
 import pytest
 
 from audioid.index import parallel
-from audioid.index.parallel import on_spare_core, ordered_map
+from audioid.index.parallel import on_spare_core, ordered_map, usable_cores
 
-two_cores = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+two_cores = pytest.mark.skipif(usable_cores() < 2, reason="needs two cores")
 
 
 @pytest.fixture(autouse=True)
