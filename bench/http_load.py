@@ -5,15 +5,15 @@ many requests, and the library's own warm identify rate on the same files.
 Usage::
 
     python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 4] \
-        [--workers 1]
+        [--workers N]
 
 The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
 and reused).  Queries are 10 s MP3 outros (128 kbps) of ``--queries`` indexed songs.  The server is the real
-``audioid serve`` in its own process (its RSS, with ``--workers`` the sum over the parent and its workers, is its
-own); clients are threads of this process, each with a keep-alive connection (``http.client``), sending
-multipart uploads.  The library rate is measured in a process set up as the server's are
-(:func:`audioid.index.parallel.worker_setup`: BLAS and OpenMP on one thread, a steady heap).  Prints markdown
-for ``bench/RESULTS.md``.
+``audioid serve`` in its own process, by default with the server's own number of workers (its RSS, with several
+workers the sum over the parent and its workers, is its own); clients are threads of this process, each with a
+keep-alive connection (``http.client``), sending multipart uploads.  The library rate is measured in a process set
+up as the server's are (:func:`audioid.index.parallel.worker_setup`: BLAS and OpenMP on one thread, a steady
+heap).  Prints markdown for ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from common import percentiles  # noqa: E402
 from audioid import synth  # noqa: E402
 from audioid.index.build import build_index  # noqa: E402
 from audioid.index.identify import Identifier  # noqa: E402
-from audioid.index.parallel import worker_setup  # noqa: E402
+from audioid.index.parallel import usable_cores, worker_setup  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
 from audioid.index.store import IndexReader, IndexStoreError  # noqa: E402
 
@@ -104,11 +104,12 @@ def library_rate(index: str, files: list[str], calls: int, threads: int) -> floa
         ident.close()
 
 
-def start_server(index: str, threads: int, log_path: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_server(index: str, threads: int, log_path: str, workers: int | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     """``audioid serve`` on a free port, its stderr after the first line copied to ``log_path`` (drained, so that
     a full pipe never blocks the server: waitress warns of queued requests under load)."""
     cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads),
-           "--workers", str(workers)]
+           *(["--workers", str(workers)] if workers else [])]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if " on http://" not in line:
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-level", type=int, default=400, help="Requests per concurrency level.")
     ap.add_argument("--requests", type=int, default=10000, help="Requests of the memory run (at 4 clients).")
     ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
-    ap.add_argument("--workers", type=int, default=1, help="Server processes (audioid serve --workers).")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="Server processes (audioid serve --workers; default: the server's, one per core).")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building the index.")
     args = ap.parse_args(argv)
 
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     errors = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s >= 500)
     wrong = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s != 200)
     print(f"index: {args.tracks} synthetic songs of {TRACK_S:g} s (audioid.synth); queries: {len(files)} MP3 "
-          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads} --workers {args.workers}; "
+          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads} --workers "
+          f"{args.workers or usable_cores()}; "
           f"{os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}; load average "
           f"{os.getloadavg()[0]:.2f}\n")

@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write-share", type=float, default=0.1, help="Share of requests that are writes.")
     ap.add_argument("--added", type=int, default=10, help="Pool songs the writes keep added, about.")
     ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="Server processes (audioid serve --workers; default: the server's, one per core).")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building.")
     args = ap.parse_args(argv)
 
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copytree(base, index)
 
     log_path = os.path.join(args.work, "server.log")
-    proc, url = start_server(index, args.threads, log_path)
+    proc, url = start_server(index, args.threads, log_path, args.workers)
     try:
         load(url, bodies, args.clients, 2 * len(bodies))            # warm-up, outside the figures
         rss_start = rss_mb(proc.pid)
