@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write-share", type=float, default=0.1, help="Share of requests that are writes.")
     ap.add_argument("--added", type=int, default=10, help="Pool songs the writes keep added, about.")
     ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="Server processes (audioid serve --workers; default: the server's, one per core).")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="Server processes (audioid serve --workers). One, as in every soak figure in "
+                         "bench/RESULTS.md since issue 6; the server's own default is one per core.")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building.")
     args = ap.parse_args(argv)
 
