@@ -4,7 +4,7 @@ many requests, and the library's own warm identify rate on the same files.
 
 Usage::
 
-    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 4] \
+    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 2] \
         [--workers N]
 
 The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=20, help="Distinct query files.")
     ap.add_argument("--per-level", type=int, default=400, help="Requests per concurrency level.")
     ap.add_argument("--requests", type=int, default=10000, help="Requests of the memory run (at 4 clients).")
-    ap.add_argument("--threads", type=int, default=4, help="Server threads (audioid serve --threads).")
+    ap.add_argument("--threads", type=int, default=2, help="Server threads (audioid serve --threads; its default).")
     ap.add_argument("--workers", type=int, default=None,
                     help="Server processes (audioid serve --workers; default: the server's, one per core).")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building the index.")

@@ -360,7 +360,7 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
               help="Address to listen on (loopback by default; 0.0.0.0 for every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="Port to listen on (0: any free port).")
-@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, metavar="N",
               help="Requests handled at once (per worker).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Server processes sharing the port, each with --threads threads: one per core serves that many "
