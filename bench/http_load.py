@@ -4,7 +4,7 @@ many requests, and the library's own warm identify rate on the same files.
 
 Usage::
 
-    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads 2] \
+    python bench/http_load.py --work /tmp/audioid-http-bench [--tracks 1000] [--requests 10000] [--threads N] \
         [--workers N]
 
 The index holds ``--tracks`` synthetic songs (:mod:`audioid.synth`, 30 s each; built once into ``WORK/index``
@@ -104,12 +104,13 @@ def library_rate(index: str, files: list[str], calls: int, threads: int) -> floa
         ident.close()
 
 
-def start_server(index: str, threads: int, log_path: str, workers: int | None = None
+def start_server(index: str, threads: int | None, log_path: str, workers: int | None = None
                  ) -> tuple[subprocess.Popen, str]:
-    """``audioid serve`` on a free port, its stderr after the first line copied to ``log_path`` (drained, so that
-    a full pipe never blocks the server: waitress warns of queued requests under load)."""
-    cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0", "--threads", str(threads),
-           *(["--workers", str(workers)] if workers else [])]
+    """``audioid serve`` on a free port (``threads`` and ``workers`` None: the server's defaults), its stderr after
+    the first line copied to ``log_path`` (drained, so that a full pipe never blocks the server: waitress warns of
+    queued requests under load)."""
+    cmd = [sys.executable, "-m", "audioid.cli", "serve", "--index", index, "--port", "0",
+           *(["--threads", str(threads)] if threads else []), *(["--workers", str(workers)] if workers else [])]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if " on http://" not in line:
@@ -122,6 +123,12 @@ def start_server(index: str, threads: int, log_path: str, workers: int | None = 
 
     threading.Thread(target=drain, daemon=True).start()
     return proc, line.split(" on ")[1].split()[0]
+
+
+def server_args(threads: int | None, workers: int | None) -> str:
+    """How the bench started the server, for its report."""
+    return " ".join([f"--threads {threads}" if threads else "(default threads)",
+                     f"--workers {workers}" if workers else "(default workers)"])
 
 
 def rss_mb(pid: int) -> float:
@@ -186,10 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=20, help="Distinct query files.")
     ap.add_argument("--per-level", type=int, default=400, help="Requests per concurrency level.")
     ap.add_argument("--requests", type=int, default=10000, help="Requests of the memory run (at 4 clients).")
-    ap.add_argument("--threads", type=int, default=2, help="Server threads (audioid serve --threads; its default).")
+    ap.add_argument("--threads", type=int, default=None, help="Server threads (audioid serve --threads; default: "
+                                                               "the server's).")
     ap.add_argument("--workers", type=int, default=None,
                     help="Server processes (audioid serve --workers; default: the server's, one per core).")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building the index.")
+    ap.add_argument("--jobs", type=int, default=usable_cores(), help="Processes for building the index.")
     args = ap.parse_args(argv)
 
     index = ensure_index(args.work, args.tracks, args.jobs)
@@ -221,8 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     errors = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s >= 500)
     wrong = sum(n for r in [*levels, memory] for s, n in r["statuses"].items() if s != 200)
     print(f"index: {args.tracks} synthetic songs of {TRACK_S:g} s (audioid.synth); queries: {len(files)} MP3 "
-          f"outros of {QUERY_S:g} s; server: audioid serve --threads {args.threads} --workers "
-          f"{args.workers or usable_cores()}; "
+          f"outros of {QUERY_S:g} s; server: audioid serve {server_args(args.threads, args.workers)}; "
           f"{os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}; load average "
           f"{os.getloadavg()[0]:.2f}\n")

@@ -42,6 +42,8 @@ from common import percentiles  # noqa: E402
 from http_load import (QUERY_S, _write_track, ensure_index, load, make_queries, rss_mb,  # noqa: E402
                        start_server)
 
+from audioid.index.parallel import usable_cores  # noqa: E402
+
 POOL_SEED = 100_001        # pool songs' seeds start here, far from the index's 1..tracks
 TIMEOUT_S = 120.0          # a request taking longer counts as hung
 
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="Server processes (audioid serve --workers). One, as in every soak figure in "
                          "bench/RESULTS.md since issue 6; the server's own default is one per core.")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Processes for building.")
+    ap.add_argument("--jobs", type=int, default=usable_cores(), help="Processes for building.")
     args = ap.parse_args(argv)
 
     base = ensure_index(args.work, args.tracks, args.jobs)

@@ -11,8 +11,9 @@ the next with no leak behind it.  Fixed thresholds (blocks up to 16 MB come from
 is kept), two arenas, and ``malloc_trim`` every few seconds make both steady.  Elsewhere than glibc this does nothing.
 
 A batch pays the same faults per file: ``audioid identify`` over 100 files took 2.06-2.07 s of CPU and 147,000
-page faults with glibc's own thresholds, 1.93-1.96 s and 27,000 with these (bench/RESULTS.md).  The CLI sets them for its own process and our worker processes for themselves; a program
-that merely imports the library keeps its allocator as it is.
+page faults with glibc's own thresholds, 1.93-1.96 s and 27,000 with these (bench/RESULTS.md).  The CLI sets
+them for its own process and our worker processes for themselves; a program that merely imports the library keeps
+its allocator as it is.
 """
 from __future__ import annotations
 
