@@ -12,6 +12,7 @@ Everything heavy (numpy, the index, the decoders) is imported on first use, so `
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 __version__ = "0.1.0"
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "build_index", "add_to_index", "identify", "iter_identify"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import ProcessPoolExecutor
+
     from .index.build import WriteReport
     from .index.identify import Identifier
     from .index.result import Result
@@ -47,7 +50,8 @@ def add_to_index(source: str | os.PathLike, index: str | os.PathLike, *, label_f
 
 
 def identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-             outro_seconds: float | None = None, all_matches: bool = False, jobs: int = 1) -> list["Result"]:
+             outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1
+             ) -> list["Result"]:
     """Identify files (folders are searched recursively) against ``index``; one Result per file in input order
     (with ``all_matches``, one per track found in each file).  See :func:`iter_identify`."""
     return [r for _, results in iter_identify(index, paths, outro_seconds=outro_seconds, all_matches=all_matches,
@@ -55,7 +59,7 @@ def identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str |
 
 
 def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-                  outro_seconds: float | None = None, all_matches: bool = False, jobs: int = 1
+                  outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1
                   ) -> Iterator[tuple[str, list["Result"]]]:
     """Yield ``(path, results)`` for every input file, in input order, as soon as that file is done.
 
@@ -72,8 +76,11 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
     all_matches : bool
         Report every track found in the analysed audio (with its ``query_start_s``/``query_end_s``) rather than
         the one best match.
-    jobs : int
-        Worker processes; each opens the index itself.  Results still come back in input order.
+    jobs : int or None
+        Worker processes; each opens the index itself.  Results still come back in input order.  ``None``:
+        this process starts on the batch at once, and one worker per core joins when the rest of the batch
+        would take longer than the workers take to start (so a few files cost no start-up, and a long batch
+        runs on every core).
 
     Raises
     ------
@@ -88,17 +95,43 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
     if outro_seconds is None:
         outro_seconds = 0.0 if all_matches else 10.0
     index = os.fspath(index)
-    if jobs <= 1 or len(files) <= 1:
-        from .index.identify import Identifier
-
-        ident = Identifier.open(index)
-        try:
-            for f in files:
-                yield f, _identify_one(ident, f, outro_seconds, all_matches)
-        finally:
-            ident.close()
+    if jobs is not None and jobs > 1 and len(files) > 1:
+        jobs = min(jobs, len(files))
+        yield from _identify_parallel(index, files, outro_seconds, all_matches, _worker_pool(index, jobs), jobs)
         return
-    yield from _identify_parallel(index, files, outro_seconds, all_matches, jobs)
+    from .index.parallel import usable_cores
+
+    yield from _identify_here(index, files, outro_seconds, all_matches, usable_cores() if jobs is None else 1)
+
+
+def _identify_here(index: str, files: list[str], outro_seconds: float, all_matches: bool, workers: int
+                   ) -> Iterator[tuple[str, list["Result"]]]:
+    """Identify ``files`` in this process.  With ``workers`` > 1, that many worker processes start once the files
+    left would take longer here than ``_WORKERS_PAY_OFF_S`` (timed on the files done after the first), and take over what is
+    left as soon as one of them is ready: this process works on while they start."""
+    from .index.identify import Identifier
+
+    ident = Identifier.open(index)
+    pool, ready, done, t1 = None, [], 0, 0.0
+    handed_over = False
+    try:
+        while done < len(files) and not any(r.done() and r.exception() is None for r in ready):
+            yield files[done], _identify_one(ident, files[done], outro_seconds, all_matches)
+            done += 1
+            if done == 1:
+                t1 = time.perf_counter()        # the time per file is taken after the first (a warm-up)
+                continue
+            left = len(files) - done
+            if workers > 1 and pool is None and left * (time.perf_counter() - t1) / (done - 1) > _WORKERS_PAY_OFF_S:
+                jobs = min(workers, left)
+                pool, ready = _starting_pool(index, jobs)
+        handed_over = done < len(files)
+    finally:
+        ident.close()
+        if pool is not None and not handed_over:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if handed_over:
+        yield from _identify_parallel(index, files[done:], outro_seconds, all_matches, pool, jobs)
 
 
 def _identify_one(ident: "Identifier", path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
@@ -129,19 +162,41 @@ def _worker_identify(path: str, outro_seconds: float, all_matches: bool) -> list
     return _identify_one(_worker_identifier, path, outro_seconds, all_matches)
 
 
-def _identify_parallel(index: str, files: list[str], outro_seconds: float, all_matches: bool, jobs: int
-                       ) -> Iterator[tuple[str, list["Result"]]]:
-    from collections import deque
+#: Workers start in about half a second to a second (imports, the index opened): a batch with less than this
+#: left to do (measured on its first files) finishes as soon without them.
+_WORKERS_PAY_OFF_S = 2.0
+
+
+def _worker_pool(index: str, jobs: int) -> "ProcessPoolExecutor":
+    """``jobs`` worker processes, each with the index open (started as work is submitted)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from .index.result import Result
     from .index.store import IndexReader
 
     IndexReader(index).close()  # a missing or foreign index fails here, clearly, not inside every worker
     # A fork server, not fork: FAISS' OpenMP threads do not survive fork (see index.build.analyse_all).
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(files)), initializer=_worker_open, initargs=(index,),
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_open, initargs=(index,),
                                mp_context=get_context("forkserver"))
+
+
+def _starting_pool(index: str, jobs: int) -> tuple["ProcessPoolExecutor | None", list]:
+    """A pool of ``jobs`` workers, all starting, and a future per worker: one is done once a worker is ready.
+    No pool where none can start (no fork server, no processes left): the batch goes on in this process."""
+    try:
+        pool = _worker_pool(index, jobs)
+        # Each submission while no worker is idle starts one more worker, up to jobs.
+        return pool, [pool.submit(os.getpid) for _ in range(jobs)]
+    except Exception:
+        return None, []
+
+
+def _identify_parallel(index: str, files: list[str], outro_seconds: float, all_matches: bool,
+                       pool: "ProcessPoolExecutor", jobs: int) -> Iterator[tuple[str, list["Result"]]]:
+    from collections import deque
+
+    from .index.result import Result
+
     pending: deque = deque()
     todo = iter(files)
     try:

@@ -304,10 +304,12 @@ def _safe_stdout() -> None:
 @click.option("--outro-seconds", type=click.FloatRange(min=0), default=None, metavar="N",
               help="Seconds of sound analysed at the end of each file (trailing silence is read past); "
                    "0 = whole file [default: 10; the whole file with --all-matches].")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
-              help="Worker processes; output stays in input order.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Worker processes; output stays in input order [default: this process, joined by one worker "
+                   "per core once the batch is long enough to pay for starting them].")
 @click.option("--all-matches", is_flag=True, help="One record per track found in each file, with its time range.")
-def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seconds: float | None, jobs: int,
+def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seconds: float | None,
+             jobs: int | None,
              all_matches: bool) -> None:
     """Identify the music at the end of each PATH (files, or folders searched recursively).
 

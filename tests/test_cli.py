@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import soundfile as sf
 
 import audioid
 from audioid import synth
+from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader
 
@@ -215,6 +217,70 @@ def test_identify_jobs_2_matches_jobs_1(library, queries):
     one = _jsonl(run_cli("identify", "--index", library.index, *inputs))
     two = _jsonl(run_cli("identify", "--index", library.index, *inputs, "--jobs", "2"))
     assert one == two and len(one) == 7 and one[-1]["status"] == "error"
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    kids: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids.update(int(k) for k in f.read().split())
+        except FileNotFoundError:       # the thread ended meanwhile
+            pass
+    return kids.union(*(_descendants(k) for k in kids if os.path.exists(f"/proc/{k}")))
+
+
+def _cpu_ticks(pids: set[int]) -> int:
+    """User + system CPU ticks of the processes of ``pids`` still running."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+needs_two_cores_and_proc = pytest.mark.skipif(
+    usable_cores() < 2 or not os.path.exists("/proc/self/task"), reason="needs two cores and Linux /proc")
+
+
+@needs_two_cores_and_proc
+def test_identify_by_default_starts_no_worker_for_a_short_batch(library, queries):
+    files = [queries["track1"], queries["unknown"], queries["track2"], queries["speech"]]
+    before = _descendants(os.getpid())
+    auto = []
+    for _path, records in audioid.iter_identify(library.index, files, jobs=None):
+        assert _descendants(os.getpid()) <= before          # nothing started: the batch is done in a moment
+        auto += records
+    assert [r.to_dict() for r in auto] == [r.to_dict() for r in audioid.identify(library.index, files)]
+
+
+@needs_two_cores_and_proc
+def test_identify_by_default_hands_a_long_batch_to_workers(library, queries):
+    files = [queries["track1"], queries["unknown"], queries["track3"], queries["speech"]] * 4
+    serial = [r.to_dict() for r in audioid.identify(library.index, files)]
+    before = _descendants(os.getpid())
+    batch = audioid.iter_identify(library.index, files, jobs=None)
+    got = [next(batch), next(batch)]
+    time.sleep(0.3)     # the batch now looks long: 14 files left at 0.3 s or more each
+    got.append(next(batch))     # the workers start while this process identifies the third file
+    deadline = time.monotonic() + 60
+    while len(workers := _descendants(os.getpid()) - before) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) >= 2, "no workers started"
+    # Started workers go idle (their CPU stops growing) once the index is open; the next file goes to them.
+    ticks = -1
+    while ticks != (ticks := _cpu_ticks(workers)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    got += [next(batch) for _ in range(len(files) - len(got) - 1)]
+    assert _cpu_ticks(workers) > ticks, "the workers identified nothing"    # read before they exit
+    got += list(batch)
+    assert [path for path, _ in got] == files
+    assert [r.to_dict() for _, records in got for r in records] == serial
 
 
 def test_all_matches_finds_both_tracks_of_a_concatenation(library, tmp_path):
