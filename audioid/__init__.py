@@ -97,7 +97,7 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
     index = os.fspath(index)
     if jobs is not None and jobs > 1 and len(files) > 1:
         jobs = min(jobs, len(files))
-        yield from _identify_parallel(index, files, outro_seconds, all_matches, _worker_pool(index, jobs), jobs)
+        yield from _identify_parallel(files, outro_seconds, all_matches, _worker_pool(index, jobs), jobs)
         return
     from .index.parallel import usable_cores
 
@@ -107,12 +107,12 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
 def _identify_here(index: str, files: list[str], outro_seconds: float, all_matches: bool, workers: int
                    ) -> Iterator[tuple[str, list["Result"]]]:
     """Identify ``files`` in this process.  With ``workers`` > 1, that many worker processes start once the files
-    left would take longer here than ``_WORKERS_PAY_OFF_S`` (timed on the files done after the first), and take over what is
-    left as soon as one of them is ready: this process works on while they start."""
+    left would take longer here than ``_WORKERS_PAY_OFF_S`` (timed on the files done after the first), and take
+    over what is left as soon as one of them is ready: this process works on while they start."""
     from .index.identify import Identifier
 
     ident = Identifier.open(index)
-    pool, ready, done, t1 = None, [], 0, 0.0
+    pool, ready, jobs, done, t1 = None, [], 1, 0, 0.0
     handed_over = False
     try:
         while done < len(files) and not any(r.done() and r.exception() is None for r in ready):
@@ -122,7 +122,8 @@ def _identify_here(index: str, files: list[str], outro_seconds: float, all_match
                 t1 = time.perf_counter()        # the time per file is taken after the first (a warm-up)
                 continue
             left = len(files) - done
-            if workers > 1 and pool is None and left * (time.perf_counter() - t1) / (done - 1) > _WORKERS_PAY_OFF_S:
+            per_file = (time.perf_counter() - t1) / (done - 1)
+            if workers > 1 and pool is None and left * per_file > _WORKERS_PAY_OFF_S:
                 jobs = min(workers, left)
                 pool, ready = _starting_pool(index, jobs)
         handed_over = done < len(files)
@@ -131,7 +132,7 @@ def _identify_here(index: str, files: list[str], outro_seconds: float, all_match
         if pool is not None and not handed_over:
             pool.shutdown(wait=True, cancel_futures=True)
     if handed_over:
-        yield from _identify_parallel(index, files[done:], outro_seconds, all_matches, pool, jobs)
+        yield from _identify_parallel(files[done:], outro_seconds, all_matches, pool, jobs)
 
 
 def _identify_one(ident: "Identifier", path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
@@ -191,8 +192,9 @@ def _starting_pool(index: str, jobs: int) -> tuple["ProcessPoolExecutor | None",
         return None, []
 
 
-def _identify_parallel(index: str, files: list[str], outro_seconds: float, all_matches: bool,
-                       pool: "ProcessPoolExecutor", jobs: int) -> Iterator[tuple[str, list["Result"]]]:
+def _identify_parallel(files: list[str], outro_seconds: float, all_matches: bool, pool: "ProcessPoolExecutor",
+                       jobs: int) -> Iterator[tuple[str, list["Result"]]]:
+    """``files`` identified by the ``jobs`` workers of ``pool`` (shut down at the end), in input order."""
     from collections import deque
 
     from .index.result import Result
