@@ -61,9 +61,9 @@ def _write_options(f: Callable) -> Callable:
 
 
 @contextmanager
-def _progress(total: int, desc: str = "analysing") -> Iterator[Callable | None]:
-    """A tqdm bar on stderr when stderr is a terminal; otherwise no progress output at all."""
-    if not sys.stderr.isatty():
+def _progress(total: int, desc: str = "analysing", *, show: bool = True) -> Iterator[Callable | None]:
+    """A tqdm bar on stderr when ``show`` and stderr is a terminal; otherwise no progress output at all."""
+    if not (show and sys.stderr.isatty()):
         yield None
         return
     from tqdm import tqdm
@@ -342,10 +342,14 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
     except IndexStoreError as e:
         raise click.ClickException(str(e)) from None
     writer = make_writer(fmt, sys.stdout, FIELDS, path_width=max(len(f) for f in files))
+    # Records on a terminal show the progress themselves; written to a file or a pipe, a bar on stderr does.
     try:
-        for _path, records in itertools.chain([first], results):
-            for r in records:
-                writer.write(r.to_dict())
+        with _progress(len(files), "identifying", show=not sys.stdout.isatty()) as tick:
+            for _path, records in itertools.chain([first], results):
+                for r in records:
+                    writer.write(r.to_dict())
+                if tick:
+                    tick(records)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, without a traceback or a second error at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -20,7 +20,7 @@ from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader
 
-from conftest import SR, Library, outro_recording, run_cli
+from conftest import SR, Library, audioid_command, outro_recording, run_cli
 
 
 def _jsonl(proc: subprocess.CompletedProcess) -> list[dict]:
@@ -281,6 +281,49 @@ def test_identify_by_default_hands_a_long_batch_to_workers(library, queries):
     got += list(batch)
     assert [path for path, _ in got] == files
     assert [r.to_dict() for _, records in got for r in records] == serial
+
+
+def _on_a_terminal(*args: str | os.PathLike, stdout_too: bool = False) -> tuple[int, str, str]:
+    """Run the CLI with stderr (and with ``stdout_too`` stdout) on a pseudo-terminal, else stdout on a pipe:
+    (exit status, what the pipe got, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))     # a new pty is 0 columns wide
+    proc = subprocess.Popen([*audioid_command(), *map(str, args)],
+                            stdout=slave if stdout_too else subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:         # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out = "" if stdout_too else proc.stdout.read().decode()
+    return proc.wait(timeout=120), out, seen.decode(errors="replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs pseudo-terminals")
+def test_identify_draws_a_progress_bar_on_a_terminal_while_records_go_elsewhere(library, queries):
+    files = [queries["track1"], queries["unknown"], queries["track2"]]
+    status, out, terminal = _on_a_terminal("identify", "--index", library.index, *files)
+    assert status == 0, terminal
+    assert [json.loads(line)["path"] for line in out.splitlines()] == files     # the records are untouched
+    assert "identifying:" in terminal and "/3 [" in terminal, terminal
+    # Records on the terminal (a table) are the progress: no bar among them.
+    status, _, terminal = _on_a_terminal("identify", "--index", library.index, *files, stdout_too=True)
+    assert status == 0 and "identifying" not in terminal, terminal
+    assert terminal.count("match") >= 3 and all(os.path.basename(f) in terminal for f in files), terminal
+    # Piped stderr, as in every other test: no bar at all.
+    proc = run_cli("identify", "--index", library.index, *files)
+    assert proc.returncode == 0 and proc.stderr == ""
 
 
 def test_all_matches_finds_both_tracks_of_a_concatenation(library, tmp_path):
