@@ -28,24 +28,28 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def build_index(source: str | os.PathLike, index: str | os.PathLike, *, label_from: str = "stem",
-                jobs: int | None = None, progress: Callable | None = None) -> "WriteReport":
+                klass: str | None = None, jobs: int | None = None, progress: Callable | None = None
+                ) -> "WriteReport":
     """Build (or rebuild) the index at ``index`` from ``source``: a folder (recursive), a CSV manifest
-    (``path,label[,title,artist,class,...]``) or one audio file.  Unreadable files are skipped and listed in the
-    returned report's ``failed``; see :func:`audioid.index.build.build_index`."""
+    (``path,label[,title,artist,class,...]``) or one audio file.  ``klass`` (music, dialogue or both) is the
+    class of every file that gets none from a manifest.  Unreadable files are skipped and listed in the returned
+    report's ``failed``; see :func:`audioid.index.build.build_index`."""
     from .index.build import build_index as _build
     from .index.sources import reference_specs
 
-    specs = reference_specs(os.fspath(source), label_from=label_from)
+    specs = reference_specs(os.fspath(source), label_from=label_from, klass=klass)
     return _build(specs, os.fspath(index), jobs=jobs, progress=progress)
 
 
 def add_to_index(source: str | os.PathLike, index: str | os.PathLike, *, label_from: str = "stem",
-                 jobs: int | None = None, progress: Callable | None = None) -> "WriteReport":
-    """Add the references of ``source`` to an existing index (duplicates of indexed files are skipped)."""
+                 klass: str | None = None, jobs: int | None = None, progress: Callable | None = None
+                 ) -> "WriteReport":
+    """Add the references of ``source`` to an existing index (duplicates of indexed files are skipped);
+    ``klass`` as in :func:`build_index`."""
     from .index.build import add_to_index as _add
     from .index.sources import reference_specs
 
-    specs = reference_specs(os.fspath(source), label_from=label_from)
+    specs = reference_specs(os.fspath(source), label_from=label_from, klass=klass)
     return _add(specs, os.fspath(index), jobs=jobs, progress=progress)
 
 

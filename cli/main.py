@@ -54,6 +54,9 @@ def _write_options(f: Callable) -> Callable:
     f = _who_option(f)
     f = click.option("--label-from", type=click.Choice(["stem", "parent"]), default="stem", show_default=True,
                      help="Label of a file found in a folder: its name without extension, or its folder's name.")(f)
+    f = click.option("--class", "klass", type=click.Choice(["music", "dialogue", "both"]), default=None,
+                     help="Class of every file of SOURCE for the music / dialogue / both vote (a manifest's own "
+                          "class column wins where a row has one).")(f)
     f = click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Analysis processes (default: one per core).")(f)
     f = _index_option(f)
@@ -72,14 +75,14 @@ def _progress(total: int, desc: str = "analysing", *, show: bool = True) -> Iter
         yield lambda _analysis: bar.update(1)
 
 
-def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
-                 from_log: bool = False, vector_index: str | None = None) -> None:
+def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label_from: str, klass: str | None,
+                 who: str | None, from_log: bool = False, vector_index: str | None = None) -> None:
     from audioid.index.build import add_to_index, build_index
     from audioid.index.sources import SourceError, reference_specs
     from audioid.index.store import IndexStoreError
 
     try:
-        specs = reference_specs(source, label_from=label_from)
+        specs = reference_specs(source, label_from=label_from, klass=klass)
         with _progress(len(specs)) as tick:
             if add:
                 report = add_to_index(specs, index_dir, jobs=jobs, progress=tick, who=who)
@@ -106,8 +109,8 @@ def _write_index(add: bool, source: str, index_dir: str, jobs: int | None, label
               help="FAISS index_factory string of the embedding store, e.g. SQfp16 (exhaustive, half precision), "
                    "Flat (float32), HNSW32 or IVF1024,Flat for large indexes [default: the replaced index's, "
                    "else SQfp16].")
-def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None,
-                from_log: bool, vector_index: str | None) -> None:
+def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, klass: str | None,
+                who: str | None, from_log: bool, vector_index: str | None) -> None:
     """Build (or rebuild) an index from SOURCE.
 
     SOURCE is a folder (searched recursively), a CSV manifest with columns path,label and optionally
@@ -115,14 +118,15 @@ def index_build(source: str, index_dir: str, jobs: int | None, label_from: str, 
     Unreadable files are listed and skipped. The new index replaces the old one atomically; the old index's
     label log is kept.
     """
-    _write_index(False, source, index_dir, jobs, label_from, who, from_log, vector_index)
+    _write_index(False, source, index_dir, jobs, label_from, klass, who, from_log, vector_index)
 
 
 @index_group.command("add")
 @_write_options
-def index_add(source: str, index_dir: str, jobs: int | None, label_from: str, who: str | None) -> None:
+def index_add(source: str, index_dir: str, jobs: int | None, label_from: str, klass: str | None,
+              who: str | None) -> None:
     """Add the references in SOURCE to an existing index (files already indexed are skipped as duplicates)."""
-    _write_index(True, source, index_dir, jobs, label_from, who)
+    _write_index(True, source, index_dir, jobs, label_from, klass, who)
 
 
 @index_group.command("remove")

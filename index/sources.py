@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from .catalog import CLASSES
@@ -102,20 +102,26 @@ def read_manifest(path: str) -> list[ReferenceSpec]:
         raise SourceError(f"{path}: bad CSV ({e})") from None
 
 
-def reference_specs(source: str, *, label_from: str = "stem") -> list[ReferenceSpec]:
-    """Resolve a build/add SOURCE (folder, CSV manifest or single audio file) into reference specs."""
+def reference_specs(source: str, *, label_from: str = "stem", klass: str | None = None) -> list[ReferenceSpec]:
+    """Resolve a build/add SOURCE (folder, CSV manifest or single audio file) into reference specs.
+
+    ``klass`` (music, dialogue or both) is the class of every file of a folder or the single file, and of the
+    manifest rows that give none: a folder of songs or of recorded talk is labelled for the class vote at once.
+    """
     if label_from not in ("stem", "parent"):
         raise SourceError(f"label_from must be 'stem' or 'parent', got {label_from!r}")
+    if klass is not None and klass not in CLASSES:
+        raise SourceError(f"class must be one of {', '.join(CLASSES)}, got {klass!r}")
     if os.path.isdir(source):
         files = list(iter_audio_files(source))
         if not files:
             raise SourceError(f"{source}: no audio files found")
-        return [ReferenceSpec(path=f, label=_label_for(f, label_from)) for f in files]
+        return [ReferenceSpec(path=f, label=_label_for(f, label_from), klass=klass) for f in files]
     if not os.path.exists(source):
         raise SourceError(f"{source}: no such file or folder")
     if source.lower().endswith(".csv"):
-        return read_manifest(source)
-    return [ReferenceSpec(path=source, label=_label_for(source, label_from))]
+        return [s if s.klass or not klass else replace(s, klass=klass) for s in read_manifest(source)]
+    return [ReferenceSpec(path=source, label=_label_for(source, label_from), klass=klass)]
 
 
 def _label_for(path: str, label_from: str) -> str:

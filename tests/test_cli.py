@@ -395,6 +395,36 @@ def test_truncated_mp3_outro_is_identified(library, tmp_path):
     assert (rec["query_start_s"], rec["query_end_s"]) == pytest.approx((real_end - 10, real_end), abs=0.1)
 
 
+def test_folders_built_and_added_with_a_class_make_the_class_vote_work(library, queries, tmp_path):
+    talk = tmp_path / "talk"
+    talk.mkdir()
+    for seed in range(3):
+        sf.write(talk / f"talk{seed}.wav", synth.speech_like(40 + seed, 30.0, SR), SR)
+    manifest = tmp_path / "more.csv"
+    sf.write(tmp_path / "jingle.wav", synth.music_track(555, 20.0, SR), SR)
+    sf.write(tmp_path / "ad.wav", synth.music_track(556, 20.0, SR), SR)
+    manifest.write_text("path,label,class\njingle.wav,jingle,\nad.wav,ad,music\n")
+    idx = tmp_path / "idx"
+    assert run_cli("index", "build", library.refs, "--index", idx, "--class", "music").returncode == 0
+    [before] = _jsonl(run_cli("identify", "--index", idx, queries["speech"]))
+    assert before["class"] == "unknown"                 # only songs are labelled: none is like the talk
+    assert run_cli("index", "add", talk, "--index", idx, "--class", "dialogue").returncode == 0
+    # A manifest row with no class of its own takes --class; a row's own class stays.
+    assert run_cli("index", "add", manifest, "--index", idx, "--class", "both").returncode == 0
+    reader = IndexReader(str(idx))
+    try:
+        classes = {t.label: t.klass for t in reader.catalog.tracks()}
+    finally:
+        reader.close()
+    assert classes == {**{lab: "music" for lab in library.tracks}, "talk0": "dialogue", "talk1": "dialogue",
+                       "talk2": "dialogue", "jingle": "both", "ad": "music"}
+    speech, song = _jsonl(run_cli("identify", "--index", idx, queries["speech"], queries["track2"]))
+    assert (speech["status"], speech["class"]) == ("no_match", "dialogue"), speech
+    assert (song["label"], song["class"]) == ("track2", "music"), song
+    bad = run_cli("index", "add", talk, "--index", idx, "--class", "jingle")
+    assert bad.returncode == 2 and "jingle" in bad.stderr
+
+
 def test_identify_missing_index_exits_1_with_message(queries, tmp_path):
     proc = run_cli("identify", "--index", tmp_path / "no-index", queries["track1"])
     assert proc.returncode == 1
