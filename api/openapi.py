@@ -115,10 +115,14 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     }
     index_stats = {
         "type": "object",
-        "required": ["tracks", "hashes", "hours", "size_bytes", "format_version", "generation", "segments",
-                     "vectors", "vector_index", "created_at", "updated_at"],
+        "required": ["tracks", "classes", "hashes", "hours", "size_bytes", "format_version", "generation",
+                     "segments", "vectors", "vector_index", "created_at", "updated_at"],
         "properties": {
-            "tracks": {"type": "integer"}, "hashes": {"type": "integer"}, "hours": {"type": "number"},
+            "tracks": {"type": "integer"},
+            "classes": {"type": "object", "description": "Live tracks per class, and those with none.",
+                        "required": [*CLASSES, "unlabelled"],
+                        "properties": {c: {"type": "integer"} for c in (*CLASSES, "unlabelled")}},
+            "hashes": {"type": "integer"}, "hours": {"type": "number"},
             "size_bytes": {"type": "integer"}, "format_version": {"type": "integer"},
             "generation": {"type": "integer"}, "segments": {"type": "integer"}, "vectors": {"type": "integer"},
             "vector_index": {"type": "string"}, "created_at": _nullable({"type": "string"}),

@@ -264,7 +264,8 @@ def index_check(index_dir: str, as_json: bool) -> None:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def index_stats(index_dir: str, as_json: bool) -> None:
-    """Tracks, hashes, hours of audio, size on disk, format version, generation, segments and embeddings."""
+    """Tracks and their classes, hashes, hours of audio, size on disk, format version, generation, segments and
+    embeddings."""
     from audioid.index.store import IndexReader, IndexStoreError
 
     try:
@@ -280,7 +281,8 @@ def index_stats(index_dir: str, as_json: bool) -> None:
 
         click.echo(json.dumps(stats))
         return
-    shown = dict(stats, hashes=f"{stats['hashes']:,}", vectors=f"{stats['vectors']:,}",
+    shown = dict(stats, classes=", ".join(f"{c} {n:,}" for c, n in stats["classes"].items()),
+                 hashes=f"{stats['hashes']:,}", vectors=f"{stats['vectors']:,}",
                  hours=f"{stats['hours']:.2f}", size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
     names = {"size_bytes": "size on disk", "format_version": "format version", "hours": "hours of audio",
              "vectors": "embeddings", "vector_index": "vector index", "created_at": "created",

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
-from .catalog import Catalog
+from .catalog import CLASSES, Catalog
 from .embeddings import EmbeddingSetup
 from .postings import Segment, track_gap
 from .vectors import VectorSegment
@@ -241,10 +241,13 @@ class IndexReader:
         return int(self.manifest["generation"])
 
     def stats(self) -> dict:
-        """Tracks, hashes, hours of audio, size on disk, format version, generation, segments and embeddings."""
+        """Tracks, their classes (how many of each, and unlabelled), hashes, hours of audio, size on disk, format
+        version, generation, segments and embeddings."""
         totals = self.catalog.totals()
         m = self.manifest
-        return {"tracks": int(totals["tracks"]), "hashes": int(totals["hashes"]),
+        classes = {c: self.catalog.count(klass=c) for c in CLASSES}
+        classes["unlabelled"] = int(totals["tracks"]) - sum(classes.values())
+        return {"tracks": int(totals["tracks"]), "classes": classes, "hashes": int(totals["hashes"]),
                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(self.path),
                 "format_version": m["format_version"], "generation": self.generation,
                 "segments": len(m["segments"]), "vectors": sum(len(v) for v in self.vectors),

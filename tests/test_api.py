@@ -203,6 +203,7 @@ def test_health_stats_openapi(api: str, library: Library) -> None:
     assert health["status"] == "ok" and health["index_ready"] and health["generation"] >= 1
     stats = requests.get(f"{api}/stats").json()
     assert stats["index"]["tracks"] == len(library.tracks) and stats["index"]["vector_index"] == "SQfp16"
+    assert sum(stats["index"]["classes"].values()) == len(library.tracks)
     assert stats["server"]["token_required"] is False and str(library.index) not in json.dumps(stats)
     doc = requests.get(f"{api}/openapi.json").json()
     assert doc["openapi"] == "3.1.0"

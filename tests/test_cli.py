@@ -72,6 +72,7 @@ def test_build_from_folder_and_stats(library, tmp_path):
     total_s = sum(library.duration(lab) for lab in library.tracks)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(idx) for f in fs)
     assert stats["tracks"] == 8 and stats["hashes"] > 1000 and stats["segments"] == 1
+    assert stats["classes"] == {"music": 0, "dialogue": 0, "both": 0, "unlabelled": 8}
     assert stats["generation"] == 1 and stats["format_version"] == 2
     assert stats["vectors"] >= 8 * 5 and stats["vector_index"] == "SQfp16"     # 10 s windows every 5 s
     assert stats["hours"] == pytest.approx(total_s / 3600, abs=1e-3)
@@ -418,6 +419,9 @@ def test_folders_built_and_added_with_a_class_make_the_class_vote_work(library, 
         reader.close()
     assert classes == {**{lab: "music" for lab in library.tracks}, "talk0": "dialogue", "talk1": "dialogue",
                        "talk2": "dialogue", "jingle": "both", "ad": "music"}
+    stats = json.loads(run_cli("index", "stats", "--index", idx, "--json").stdout)
+    assert stats["classes"] == {"music": 9, "dialogue": 3, "both": 1, "unlabelled": 0}
+    assert "classes         music 9, dialogue 3, both 1, unlabelled 0" in run_cli("index", "stats", "--index", idx).stdout
     speech, song = _jsonl(run_cli("identify", "--index", idx, queries["speech"], queries["track2"]))
     assert (speech["status"], speech["class"]) == ("no_match", "dialogue"), speech
     assert (song["label"], song["class"]) == ("track2", "music"), song
