@@ -114,10 +114,10 @@ def _identify_here(index: str, files: list[str], outro_seconds: float, all_match
     left would take longer here than ``_WORKERS_PAY_OFF_S`` (timed on the files done after the first), and take
     over what is left as soon as one of them is ready: this process works on while they start."""
     from .index.identify import Identifier
+    from .index.parallel import shut_down
 
     ident = Identifier.open(index)
     pool, ready, jobs, done, t1 = None, [], 1, 0, 0.0
-    handed_over = False
     try:
         while done < len(files) and not any(r.done() and r.exception() is None for r in ready):
             yield files[done], _identify_one(ident, files[done], outro_seconds, all_matches)
@@ -130,13 +130,13 @@ def _identify_here(index: str, files: list[str], outro_seconds: float, all_match
             if workers > 1 and pool is None and left * per_file > _WORKERS_PAY_OFF_S:
                 jobs = min(workers, left)
                 pool, ready = _starting_pool(index, jobs)
-        handed_over = done < len(files)
+        if done < len(files):
+            ident.close()           # the workers take over
+            yield from _identify_parallel(files[done:], outro_seconds, all_matches, pool, jobs)
     finally:
         ident.close()
-        if pool is not None and not handed_over:
-            pool.shutdown(wait=True, cancel_futures=True)
-    if handed_over:
-        yield from _identify_parallel(files[done:], outro_seconds, all_matches, pool, jobs)
+        if pool is not None:
+            shut_down(pool)        # done already when the workers took over
 
 
 def _identify_one(ident: "Identifier", path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
@@ -201,6 +201,7 @@ def _identify_parallel(files: list[str], outro_seconds: float, all_matches: bool
     """``files`` identified by the ``jobs`` workers of ``pool`` (shut down at the end), in input order."""
     from collections import deque
 
+    from .index.parallel import shut_down
     from .index.result import Result
 
     pending: deque = deque()
@@ -227,4 +228,4 @@ def _identify_parallel(files: list[str], outro_seconds: float, all_matches: bool
             except Exception as e:  # a worker died (killed, out of memory): report it on this file, go on
                 yield f, [Result(path=f, status="error", error=f"{f}: worker failed ({type(e).__name__}: {e})")]
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        shut_down(pool)

@@ -4,6 +4,7 @@ thread that lets a single query use a second core when it is free."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -51,6 +52,24 @@ def worker_setup() -> None:
     steady_heap()
 
 
+def shut_down(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool``: cancel the work not started, wait for the running tasks, and for the workers to exit.
+
+    A second Ctrl-C is ignored meanwhile.  Interrupting the shutdown left the pool's manager thread, and the
+    interpreter's exit after it, waiting for workers that were never told to stop (a double Ctrl-C hung
+    ``audioid identify --jobs 2`` about one time in ten).
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the main thread, which alone receives signals
+        previous = None
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = None) -> Iterator[R]:
     """``fn`` over ``items`` on ``jobs`` processes (default: one per core), yielded in input order.
 
@@ -67,7 +86,7 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], jobs: int | None = Non
     try:
         yield from pool.map(fn, items, chunksize=1)
     finally:
-        pool.shutdown(cancel_futures=True)
+        shut_down(pool)
 
 
 _openmp = threading.local()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -147,3 +148,78 @@ def test_server_request_threads_run_openmp_on_one_thread():
         "assert threads('openmp') == {1}\n"
         "before, after = in_thread(search)\n"
         "assert before != {1} and after == {1}, (before, after)   # a later thread: limited at its search\n")
+
+
+_CTRL_C_DURING_SHUTDOWN = """
+import os, signal, threading, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from audioid.index.parallel import shut_down
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as from a terminal, whoever started the tests
+    pool = ProcessPoolExecutor(2, mp_context=get_context("forkserver"))
+    running = [pool.submit(time.sleep, 1.0) for _ in range(2)]
+    waiting = [pool.submit(time.sleep, 1.0) for _ in range(4)]
+    time.sleep(0.5)                     # both workers busy
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()    # Ctrl-C again, mid-shutdown
+    shut_down(pool)
+    assert all(f.done() and not f.cancelled() for f in running)
+    assert all(f.done() for f in waiting) and any(f.cancelled() for f in waiting)
+    print("stopped", flush=True)
+    time.sleep(0.5)
+    signal.raise_signal(signal.SIGINT)  # and Ctrl-C works again afterwards
+"""
+
+
+def test_shut_down_finishes_through_a_second_ctrl_c(tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_DURING_SHUTDOWN)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "stopped\n", proc.stderr
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Processes still in process group ``pgid``."""
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) == pgid:
+                alive.append(int(pid))
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+def test_ctrl_c_to_the_whole_command_stops_the_pool_and_its_workers(tmp_path):
+    # A terminal's Ctrl-C reaches every process of the command, the pool's workers included.
+    script = tmp_path / "group.py"
+    script.write_text("""
+import os, signal, time
+from audioid.index.parallel import ordered_map
+
+def slow(x):
+    time.sleep(0.5)
+    return os.getpid()
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # as from a terminal, whoever started the tests
+    os.setpgrp()
+    try:
+        list(ordered_map(slow, list(range(40)), jobs=2))
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)       # workers started and busy
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert out == "interrupted\n", (out, err)
+    assert err.count("Traceback") == 1, err           # the parent's KeyboardInterrupt, nothing from the workers
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _group_alive(proc.pid) == []               # no worker, fork server or resource tracker left behind
