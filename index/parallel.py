@@ -57,7 +57,7 @@ def shut_down(pool: ProcessPoolExecutor) -> None:
 
     A second Ctrl-C is ignored meanwhile.  Interrupting the shutdown left the pool's manager thread, and the
     interpreter's exit after it, waiting for workers that were never told to stop (a double Ctrl-C hung
-    ``audioid identify --jobs 2`` about one time in ten).
+    ``audioid identify`` with workers in 4 runs of 44, bench/RESULTS.md).
     """
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
