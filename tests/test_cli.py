@@ -421,7 +421,8 @@ def test_folders_built_and_added_with_a_class_make_the_class_vote_work(library, 
                        "talk2": "dialogue", "jingle": "both", "ad": "music"}
     stats = json.loads(run_cli("index", "stats", "--index", idx, "--json").stdout)
     assert stats["classes"] == {"music": 9, "dialogue": 3, "both": 1, "unlabelled": 0}
-    assert "classes         music 9, dialogue 3, both 1, unlabelled 0" in run_cli("index", "stats", "--index", idx).stdout
+    text = run_cli("index", "stats", "--index", idx).stdout
+    assert "classes         music 9, dialogue 3, both 1, unlabelled 0" in text
     speech, song = _jsonl(run_cli("identify", "--index", idx, queries["speech"], queries["track2"]))
     assert (speech["status"], speech["class"]) == ("no_match", "dialogue"), speech
     assert (song["label"], song["class"]) == ("track2", "music"), song
