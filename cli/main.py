@@ -40,6 +40,11 @@ def index_group() -> None:
     """Build, extend and inspect an index of reference tracks."""
 
 
+#: The classes of ``audioid.index.catalog.CLASSES``, spelt out: importing the index here would slow every command's
+#: start-up (tests/test_cli.py checks that the two agree).
+CLASSES = ("music", "dialogue", "both")
+
+
 def _index_option(f: Callable) -> Callable:
     return click.option("--index", "index_dir", required=True, metavar="DIR",
                         type=click.Path(file_okay=False, dir_okay=True), help="Index directory.")(f)
@@ -54,7 +59,7 @@ def _write_options(f: Callable) -> Callable:
     f = _who_option(f)
     f = click.option("--label-from", type=click.Choice(["stem", "parent"]), default="stem", show_default=True,
                      help="Label of a file found in a folder: its name without extension, or its folder's name.")(f)
-    f = click.option("--class", "klass", type=click.Choice(["music", "dialogue", "both"]), default=None,
+    f = click.option("--class", "klass", type=click.Choice(CLASSES), default=None,
                      help="Class of every file of SOURCE for the music / dialogue / both vote (a manifest's own "
                           "class column wins where a row has one).")(f)
     f = click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
@@ -150,7 +155,7 @@ def index_remove(refs: tuple[str, ...], index_dir: str, who: str | None) -> None
 @click.argument("track_id", type=int)
 @_index_option
 @click.option("--label", default=None, help="New label.")
-@click.option("--class", "klass", type=click.Choice(["music", "dialogue", "both"]), default=None, help="New class.")
+@click.option("--class", "klass", type=click.Choice(CLASSES), default=None, help="New class.")
 @click.option("--title", default=None, help="New title.")
 @click.option("--artist", default=None, help="New artist.")
 @_who_option
@@ -315,8 +320,7 @@ def _safe_stdout() -> None:
                    "per core once the batch is long enough to pay for starting them].")
 @click.option("--all-matches", is_flag=True, help="One record per track found in each file, with its time range.")
 def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seconds: float | None,
-             jobs: int | None,
-             all_matches: bool) -> None:
+             jobs: int | None, all_matches: bool) -> None:
     """Identify the music at the end of each PATH (files, or folders searched recursively).
 
     Prints one record per input file in input order (with --all-matches, one per track found): path, status

@@ -60,6 +60,16 @@ def outro_recording(lib: Library, label: str, seconds: float = 10.0, talk_second
     return np.concatenate([talk, lib.tracks[label][-int(seconds * lib.sr):]])
 
 
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU ticks of process ``pid`` so far (Linux /proc); 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 def audioid_command() -> list[str]:
     """The installed ``audioid`` console script (beside this interpreter), else ``python -m audioid.cli``."""
     script = Path(sys.executable).with_name("audioid")

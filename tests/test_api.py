@@ -29,7 +29,7 @@ from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
 
-from conftest import Library, audioid_command, outro_recording, run_cli
+from conftest import Library, audioid_command, cpu_ticks, outro_recording, run_cli
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
@@ -521,12 +521,6 @@ def _threads(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
 
 
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 @pytest.mark.skipif(usable_cores() < 2 or not os.path.exists("/proc/self/status"),
                     reason="needs two cores and Linux /proc")
 def test_serve_workers_lend_the_second_core_to_a_lone_request(library: Library, tmp_path: Path,
@@ -561,10 +555,10 @@ def test_serve_workers_lend_the_second_core_to_a_lone_request(library: Library, 
         post(conns[0], "/identify", 1)                  # alone: helped
         assert _threads(busy) == threads + 1
         # A long batch on one worker; while it runs, a request on the other finds the server busy.
-        threads, ticks = _threads(lone), _cpu_ticks(busy)
+        threads, ticks = _threads(lone), cpu_ticks(busy)
         with ThreadPoolExecutor(1) as pool:
             batch = pool.submit(post, conns[0], "/identify/batch", 32)
-            while _cpu_ticks(busy) < ticks + 5 and not batch.done():                 # the batch is running
+            while cpu_ticks(busy) < ticks + 5 and not batch.done():                 # the batch is running
                 time.sleep(0.005)
             assert post(conns[1], "/identify", 1)["label"] == "track2"
             assert not batch.done(), "the batch ended before the lone request: nothing tested"
@@ -575,8 +569,8 @@ def test_serve_workers_lend_the_second_core_to_a_lone_request(library: Library, 
         # A worker killed mid-request is replaced, and its count with it: lone requests are still helped.
         with ThreadPoolExecutor(1) as pool:
             batch = pool.submit(post, conns[0], "/identify/batch", 32)
-            ticks = _cpu_ticks(busy)
-            while _cpu_ticks(busy) < ticks + 5:
+            ticks = cpu_ticks(busy)
+            while cpu_ticks(busy) < ticks + 5:
                 time.sleep(0.005)
             os.kill(busy, signal.SIGKILL)
             with pytest.raises((ConnectionError, http.client.HTTPException)):

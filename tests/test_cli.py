@@ -20,7 +20,7 @@ from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader
 
-from conftest import SR, Library, audioid_command, outro_recording, run_cli
+from conftest import SR, Library, audioid_command, cpu_ticks, outro_recording, run_cli
 
 
 def _jsonl(proc: subprocess.CompletedProcess) -> list[dict]:
@@ -58,6 +58,13 @@ def test_help_lists_commands_and_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert run_cli("index", "--help").returncode == 0
+
+
+def test_cli_classes_are_the_index_classes():
+    from audioid.cli import main
+    from audioid.index.catalog import CLASSES
+
+    assert main.CLASSES == CLASSES
 
 
 # ------------------------------------------------------------------------------------------------- index ---
@@ -232,19 +239,6 @@ def _descendants(pid: int) -> set[int]:
     return kids.union(*(_descendants(k) for k in kids if os.path.exists(f"/proc/{k}")))
 
 
-def _cpu_ticks(pids: set[int]) -> int:
-    """User + system CPU ticks of the processes of ``pids`` still running."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-
 needs_two_cores_and_proc = pytest.mark.skipif(
     usable_cores() < 2 or not os.path.exists("/proc/self/task"), reason="needs two cores and Linux /proc")
 
@@ -275,10 +269,10 @@ def test_identify_by_default_hands_a_long_batch_to_workers(library, queries):
     assert len(workers) >= 2, "no workers started"
     # Started workers go idle (their CPU stops growing) once the index is open; the next file goes to them.
     ticks = -1
-    while ticks != (ticks := _cpu_ticks(workers)) and time.monotonic() < deadline:
+    while ticks != (ticks := sum(map(cpu_ticks, workers))) and time.monotonic() < deadline:
         time.sleep(0.5)
     got += [next(batch) for _ in range(len(files) - len(got) - 1)]
-    assert _cpu_ticks(workers) > ticks, "the workers identified nothing"    # read before they exit
+    assert sum(map(cpu_ticks, workers)) > ticks, "the workers identified nothing"    # read before they exit
     got += list(batch)
     assert [path for path, _ in got] == files
     assert [r.to_dict() for _, records in got for r in records] == serial

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -178,48 +177,3 @@ def test_shut_down_finishes_through_a_second_ctrl_c(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.stdout == "stopped\n", proc.stderr
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
-
-
-def _group_alive(pgid: int) -> list[int]:
-    """Processes still in process group ``pgid``."""
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.getpgid(int(pid)) == pgid:
-                alive.append(int(pid))
-        except ProcessLookupError:
-            pass
-    return alive
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
-def test_ctrl_c_to_the_whole_command_stops_the_pool_and_its_workers(tmp_path):
-    # A terminal's Ctrl-C reaches every process of the command, the pool's workers included.
-    script = tmp_path / "group.py"
-    script.write_text("""
-import os, signal, time
-from audioid.index.parallel import ordered_map
-
-def slow(x):
-    time.sleep(0.5)
-    return os.getpid()
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # as from a terminal, whoever started the tests
-    os.setpgrp()
-    try:
-        list(ordered_map(slow, list(range(40)), jobs=2))
-    except KeyboardInterrupt:
-        print("interrupted", flush=True)
-        raise
-""")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)       # workers started and busy
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert out == "interrupted\n", (out, err)
-    assert err.count("Traceback") == 1, err           # the parent's KeyboardInterrupt, nothing from the workers
-    deadline = time.monotonic() + 10
-    while _group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _group_alive(proc.pid) == []               # no worker, fork server or resource tracker left behind
