@@ -84,7 +84,7 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     record = {
         "type": "object", "additionalProperties": False,
         "required": ["filename", "status", "label", "title", "artist", "track_id", "score", "confidence", "offset_s",
-                     "speed", "query_start_s", "query_end_s", "class", "class_confidence", "neighbours", "error"],
+                     "speed", "pitch", "query_start_s", "query_end_s", "class", "class_confidence", "neighbours", "error"],
         "properties": {
             "filename": _nullable({"type": "string", "description": "The client's file name, if it sent one."}),
             "status": {"type": "string", "enum": ["match", "no_match", "error"]},
@@ -92,7 +92,11 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
             "artist": _nullable({"type": "string"}), "track_id": _nullable({"type": "integer"}),
             "score": {"type": "integer", "description": "Aligned landmark votes of the best candidate."},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "offset_s": _nullable({"type": "number"}), "speed": _nullable({"type": "number"}),
+            "offset_s": _nullable({"type": "number"}),
+            "speed": _nullable({"type": "number", "description": "How many times as fast the query plays as the "
+                                "reference."}),
+            "pitch": _nullable({"type": "number", "description": "Ratio of the query's frequencies to the "
+                                "reference's: speed for audio played faster, 1 for audio time-compressed."}),
             "query_start_s": _nullable({"type": "number"}), "query_end_s": _nullable({"type": "number"}),
             "class": {"type": ["string", "null"], "enum": [*CLASSES, "unknown", None]},
             "class_confidence": _nullable({"type": "number", "minimum": 0, "maximum": 1}),

@@ -68,7 +68,7 @@ def _add(out: np.ndarray, start: int, y: np.ndarray) -> None:
         out[start:end] += y[: end - start]
 
 
-def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray:
+def music_track(seed: int, seconds: float = 45.0, sr: int = 22050, tempo: float = 1.0) -> np.ndarray:
     """A music-like track: bass, chord pad and melody with harmonics over a drum pattern, all chosen by ``seed``.
 
     Parameters
@@ -79,18 +79,27 @@ def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray
         Length of the track.
     sr : int
         Sample rate in Hz.
+    tempo : float
+        Play the piece this many times as fast with its pitch kept, as broadcast time compression does:
+        ``seconds`` of the result hold ``seconds * tempo`` of the piece at tempo 1, every note and beat at
+        its time divided by ``tempo`` (drum hits and note onsets keep their own shape).
 
     Returns
     -------
     np.ndarray
         float32 mono samples, peak 0.9.
     """
+    if tempo <= 0:
+        raise ValueError(f"tempo must be positive, got {tempo}")
     rng = np.random.default_rng([seed, 1])
     n = int(round(seconds * sr))
+    # Every draw below is the same whatever the tempo: the piece's own time runs tempo times as fast.
+    seconds *= tempo
     out = np.zeros(n)
     scale = _SCALES[list(_SCALES)[int(rng.integers(len(_SCALES)))]]
     root = int(rng.integers(45, 57))                      # MIDI A2..G#3
     beat = 60.0 / rng.uniform(80, 150)                     # seconds per beat
+    time_scale = 1.0 / tempo                               # output seconds per second of the piece
     bar = 4 * beat
 
     def degree_midi(deg: int, base: int) -> int:
@@ -109,8 +118,8 @@ def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray
     n_bars = int(np.ceil(seconds / bar))
     chords = rng.integers(0, len(scale), n_bars)
     for b, deg in enumerate(chords):
-        start = int(b * bar * sr)
-        length = int(bar * sr)
+        start = int(b * bar * time_scale * sr)
+        length = int(bar * time_scale * sr)
         env = _envelope(length, sr, 0.05, 0.15, 1.5)
         for step in (0, 2, 4):                                         # triad
             f = _midi_hz(degree_midi(int(deg) + step, root + 12))
@@ -119,8 +128,8 @@ def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray
         for k in range(4):
             bdeg = int(deg) + (4 if rng.random() < 0.25 else 0)
             f = _midi_hz(degree_midi(bdeg, root - 12))
-            blen = int(beat * sr * 0.9)
-            _add(out, start + int(k * beat * sr), 0.3 * _envelope(blen, sr, 0.01, 0.05, 0.2)
+            blen = int(beat * time_scale * sr * 0.9)
+            _add(out, start + int(k * beat * time_scale * sr), 0.3 * _envelope(blen, sr, 0.01, 0.05, 0.2)
                  * _tone(f, blen, sr, bass_amps))
 
     # Melody: a random walk over the scale, rhythm drawn from a few note lengths, with rests.
@@ -132,9 +141,9 @@ def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray
         if rng.random() > 0.12:
             deg = int(np.clip(deg + rng.integers(-3, 4), -len(scale), 2 * len(scale)))
             f = _midi_hz(degree_midi(deg, root + 24))
-            m = int(dur * sr)
+            m = int(dur * time_scale * sr)
             env = _envelope(m, sr, 0.01, 0.04, rng.uniform(0.1, 0.5))
-            _add(out, int(t * sr), 0.35 * env * _tone(f, m, sr, lead_amps, vibrato=lead_vibrato))
+            _add(out, int(t * time_scale * sr), 0.35 * env * _tone(f, m, sr, lead_amps, vibrato=lead_vibrato))
         t += dur
 
     # Drums: kick, snare and hi-hat on a per-seed pattern of sixteenths.
@@ -145,7 +154,7 @@ def music_track(seed: int, seconds: float = 45.0, sr: int = 22050) -> np.ndarray
     kick = np.sin(2 * np.pi * (50 * tk + 70 * 0.03 * (1 - np.exp(-tk / 0.03)))) * np.exp(-tk / 0.05)
     six = beat / 4
     for s in range(int(seconds / six)):
-        i, pos = int(s * six * sr), s % 16
+        i, pos = int(s * six * time_scale * sr), s % 16
         if pattern[0, pos]:
             _add(out, i, 0.5 * kick)
         if pattern[1, pos]:

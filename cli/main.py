@@ -324,8 +324,9 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
     """Identify the music at the end of each PATH (files, or folders searched recursively).
 
     Prints one record per input file in input order (with --all-matches, one per track found): path, status
-    (match / no_match / error), label, title, artist, track_id, score, confidence, offset_s, speed,
-    query_start_s, query_end_s, error. A file that cannot be read gets an error record and the batch goes on.
+    (match / no_match / error), label, title, artist, track_id, score, confidence, offset_s, speed, pitch,
+    query_start_s, query_end_s, class, class_confidence, neighbours, error. A file that cannot be read gets an
+    error record and the batch goes on.
 
     Exit status: 0 when every file got a record (error records included), 1 when the index cannot be opened or
     no audio file was found, 2 on usage errors.

@@ -189,8 +189,8 @@ def strongest(peaks: Peaks, per_s: float, cfg: LandmarkConfig) -> Peaks:
     return Peaks(peaks.time[keep], peaks.freq[keep], peaks.strength[keep])
 
 
-def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0, pool: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1.0, pool: int | None = None,
+                pitch: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pair each anchor peak with up to ``fanout`` targets in its zone and hash each pair.
 
     Parameters
@@ -202,10 +202,13 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
         Targets per anchor, nearest in time first.
     speed : float
         Playback-speed hypothesis: peaks are mapped back to the reference's time and frequency axes
-        (time x speed, frequency / speed) before hashing, so a query played ``speed`` times too fast can still
+        (time x speed, frequency / pitch) before hashing, so a query played ``speed`` times too fast can still
         produce reference hashes.
     pool : int or None
         Choose the ``fanout`` strongest targets among the ``pool`` nearest in time (None: the nearest).
+    pitch : float or None
+        Frequency ratio of the query to the reference; None: ``speed``, as when a recording is played faster.
+        A time-stretch that keeps the pitch (broadcast time compression) is ``speed`` != 1 with ``pitch`` 1.
 
     Returns
     -------
@@ -217,7 +220,7 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
     if n < 2:
         return np.zeros(0, np.uint32), np.zeros(0, np.int32)
     t = peaks.time * np.float32(speed)
-    fq = np.floor(peaks.freq / np.float32(speed * cfg.freq_quant)).astype(np.int32)  # units, >= 0
+    fq = np.floor(peaks.freq / np.float32((speed if pitch is None else pitch) * cfg.freq_quant)).astype(np.int32)
     df_max = cfg.df_max // cfg.freq_quant
     # Peaks are time-sorted, so a target zone of dt_max frames holds at most this many following peaks.
     width = int(min(n - 1, np.max(np.searchsorted(t, t + cfg.dt_max + 1, side="left") - np.arange(n))))

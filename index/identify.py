@@ -28,9 +28,13 @@ class MatchConfig:
     Attributes
     ----------
     max_speed_change : float
-        Largest playback-speed change searched (0.03 = +-3 %).
+        Largest playback-speed change searched (0.03 = +-3 %), pitch changing with it (a faster turntable or
+        tape, audio resampled to another rate).
+    max_tempo_change : float
+        Largest tempo change searched with the pitch kept (0.04 = +-4 %): broadcast time compression, a
+        time-stretched edit (0 = none).
     speed_step : float
-        Spacing of the speed hypotheses.
+        Spacing of the speed and tempo hypotheses.
     max_postings : int
         Hashes with more postings than this are ignored (they vote everywhere).
     overdispersion : float
@@ -39,7 +43,7 @@ class MatchConfig:
     max_false_alarms : float
         A pile is a match when fewer than this many random piles of its size are expected.
     stop_false_alarms : float
-        Stop trying further speeds once a pile is this significant.
+        Stop trying further speeds and tempos once a pile is this significant.
     window_s, hop_s : float
         With ``all_matches``, and for queries longer than ``max_query_s``, the audio is scanned in windows of
         ``window_s`` every ``hop_s``.
@@ -64,6 +68,7 @@ class MatchConfig:
     """
 
     max_speed_change: float = 0.03
+    max_tempo_change: float = 0.04
     speed_step: float = 0.005
     max_postings: int = 4000
     overdispersion: float = 16.0
@@ -105,6 +110,7 @@ class Identifier:
         self.config = config or MatchConfig()
         self.classify_config = classify_config or ClassifyConfig()
         self.speeds = speed_grid(self.config.max_speed_change, self.config.speed_step)
+        self.tempos = speed_grid(self.config.max_tempo_change, self.config.speed_step)
         # Long audio is decoded once at the embedding's rate; landmarks resample from that.
         self.sample_rate = reader.embedding.sample_rate
 
@@ -146,7 +152,7 @@ class Identifier:
         return peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
                             speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
                             stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
-                            first_hits=mc.first_hits)
+                            first_hits=mc.first_hits, tempos=self.tempos)
 
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
@@ -185,7 +191,8 @@ class Identifier:
             offset_frames += cand.first_frame
         return replace(base, status="match", label=track.label, title=track.title, artist=track.artist,
                        track_id=track.id, confidence=round(conf, 4),
-                       offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4))
+                       offset_s=round(offset_frames * lcfg.frame_seconds, 3), speed=round(cand.speed, 4),
+                       pitch=round(cand.pitch, 4))
 
     def _load(self, path: str, outro_seconds: float):
         # An outro stays at the file's rate: the landmarks and the class vote each resample it, in parallel.

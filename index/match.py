@@ -7,9 +7,12 @@ all bins and speed hypotheses tried, that reach a pile's size by chance is the p
 ``E``; a match needs ``E`` below a threshold.  This adapts by itself to the index size, the query's length and how
 common its hashes are, where a fixed vote count would not.
 
-The speed hypotheses do not share that false-alarm budget equally: normal speed, where nearly all real queries
-are, gets ``normal_speed_share`` of it and the other speeds split the rest (a weighted Bonferroni correction, so
-the expected number of false alarms over all speeds is unchanged).  On real music not in the index the chance
+A query may be played faster or slower than its reference: sped up with its pitch (a resampled or turntable
+playback, a :class:`Warp` of equal speed and pitch) or time-compressed with its pitch kept (as broadcast time
+compression does: pitch 1).  The matcher tries a grid of both.  The hypotheses do not share that false-alarm
+budget equally: normal speed, where nearly all real queries are, gets ``normal_speed_share`` of it and the
+other hypotheses split the rest (a weighted Bonferroni correction, so the expected number of false alarms over
+all of them is unchanged).  On real music not in the index the chance
 piles are in fact most frequent at the far speeds (fewer hits there, but as much structure), while weak true
 matches (music under loud noise or speech) are at normal speed.
 """
@@ -17,13 +20,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import Peaks, pair_hashes
 from .postings import Segment
+
+
+class Warp(NamedTuple):
+    """A playback hypothesis: the query runs ``speed`` times as fast as its reference, its frequencies ``pitch``
+    times the reference's."""
+
+    speed: float
+    pitch: float
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,8 @@ class Candidate:
     hits: int             # postings the query's hashes retrieved in all (the background)
     false_alarms: float   # expected number of random piles at least this large (E)
     offset_frames: int    # reference frame (within the track) aligned with query frame 0
-    speed: float
+    speed: float          # the Warp voted for
+    pitch: float
     first_frame: int      # densest run of matching query anchors (reference time axis)
     last_frame: int
 
@@ -71,17 +83,29 @@ def poisson_sf(k: int, lam: float) -> float:
             return min(1.0, total)
 
 
-def speed_hypotheses(speed: float, speeds: Sequence[float], normal_speed_share: float) -> float:
-    """Number of hypotheses a pile at ``speed`` pays for: the inverse of its share of the false-alarm budget.
+def warp_grid(speeds: Sequence[float], tempos: Sequence[float] = ()) -> list[Warp]:
+    """The distinct hypotheses of speed changes ``speeds`` (with pitch) and tempo changes ``tempos`` (pitch kept),
+    the normal one (speed nearest 1) first."""
+    normal = min(speeds, key=lambda s: abs(s - 1.0))
+    warps = [Warp(normal, normal)]
+    for w in [Warp(s, s) for s in speeds] + [Warp(t, 1.0) for t in tempos]:
+        if w not in warps:
+            warps.append(w)
+    return warps
 
-    Normal speed (the grid value nearest 1) gets ``normal_speed_share``, every other speed of ``speeds`` an
-    equal part of the rest; the shares sum to 1, so ``1 / len(speeds)`` is the plain Bonferroni correction.
+
+def speed_hypotheses(warp: Warp, warps: Sequence[Warp], normal_speed_share: float) -> float:
+    """Number of hypotheses a pile at ``warp`` pays for: the inverse of its share of the false-alarm budget.
+
+    The normal hypothesis (``warps[0]``, see :func:`warp_grid`) gets ``normal_speed_share``, every other one of
+    ``warps`` an equal part of the rest; the shares sum to 1, so ``1 / len(warps)`` is the plain Bonferroni
+    correction.
     """
-    if len(speeds) < 2:
+    if len(warps) < 2:
         return 1.0
-    if speed == min(speeds, key=lambda s: abs(s - 1.0)):
+    if warp == warps[0]:
         return 1.0 / normal_speed_share
-    return (len(speeds) - 1) / (1.0 - normal_speed_share)
+    return (len(warps) - 1) / (1.0 - normal_speed_share)
 
 
 def false_alarms(votes: int, hits: int, frames: int, hypotheses: float, overdispersion: float) -> float:
@@ -117,30 +141,30 @@ def _unique_inverse(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[first], inverse
 
 
-#: One speed hypothesis looked up: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
+#: One playback hypothesis looked up: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
 Lookup = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
 
 
-def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, speeds: Sequence[float],
-            max_postings: int) -> dict[float, Lookup]:
-    """For each speed hypothesis: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
+def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, warps: Sequence[Warp],
+            max_postings: int) -> dict[Warp, Lookup]:
+    """For each playback hypothesis: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
 
-    The hashes of all the speeds are looked up together (the binary searches are the costly part, and
-    neighbouring speeds share many hashes).  Hashes with more than ``max_postings`` postings in a segment get
+    The hashes of all the hypotheses are looked up together (the binary searches are the costly part, and
+    neighbouring ones share many hashes).  Hashes with more than ``max_postings`` postings in a segment get
     an empty range there: they vote everywhere and identify nothing.
     """
-    per_speed = [pair_hashes(peaks, cfg, cfg.query_fanout, speed) for speed in speeds]
-    if not per_speed:
+    per_warp = [pair_hashes(peaks, cfg, cfg.query_fanout, w.speed, pitch=w.pitch) for w in warps]
+    if not per_warp:
         return {}
-    uniq, inverse = _unique_inverse(np.concatenate([h for h, _ in per_speed]))
-    bounds = np.cumsum([0] + [len(h) for h, _ in per_speed])
-    out: dict[float, Lookup] = {speed: (times, []) for speed, (_, times) in zip(speeds, per_speed)}
+    uniq, inverse = _unique_inverse(np.concatenate([h for h, _ in per_warp]))
+    bounds = np.cumsum([0] + [len(h) for h, _ in per_warp])
+    out: dict[Warp, Lookup] = {w: (times, []) for w, (_, times) in zip(warps, per_warp)}
     if not len(uniq):
         return out
     for seg in segments:
         lo, hi = seg.sorted_ranges(uniq, max_postings)
-        for speed, a, b in zip(speeds, bounds[:-1], bounds[1:]):
-            out[speed][1].append((lo[inverse[a:b]], hi[inverse[a:b]]))
+        for w, a, b in zip(warps, bounds[:-1], bounds[1:]):
+            out[w][1].append((lo[inverse[a:b]], hi[inverse[a:b]]))
     return out
 
 
@@ -227,9 +251,9 @@ def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] 
     return None if best is None else (best[1], best[2])
 
 
-def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Segment], speed: float, frames: int,
+def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Segment], warp: Warp, frames: int,
                hypotheses: float, overdispersion: float) -> Candidate | None:
-    """The most significant offset pile among one speed hypothesis' hits."""
+    """The most significant offset pile among one playback hypothesis' hits."""
     if hits is None:
         return None
     values, qtimes = hits
@@ -263,21 +287,23 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
         first, last = _matched_span(pile_q)
         return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
                          false_alarms=false_alarms(votes[i], len(values), frames, hypotheses, overdispersion),
-                         offset_frames=int(off - track[0]), speed=speed, first_frame=first, last_frame=last)
+                         offset_frames=int(off - track[0]), speed=warp.speed, pitch=warp.pitch,
+                         first_frame=first, last_frame=last)
     return None
 
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float,
           refine_false_alarms: float = 1.0, removed: np.ndarray | None = None,
-          normal_speed_share: float = 0.5, first_hits: float = 0.0) -> Candidate | None:
+          normal_speed_share: float = 0.5, first_hits: float = 0.0, tempos: Sequence[float] = ()) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
-    ``speeds`` is an evenly spaced grid.  Normal speed is tried first and ends the search when its best pile's
-    false-alarm expectation is below ``stop_false_alarms`` (the usual case).  Otherwise every other speed of
-    the grid is looked up in one batch; if the best pile is then at least plausible (below
-    ``refine_false_alarms``) the search climbs through the neighbouring grid speeds while they improve it, so the
-    reported speed is the best one and queries with nothing to find cost about half the grid.
+    ``speeds`` (playback with pitch) and ``tempos`` (pitch kept) are evenly spaced grids around 1.  Normal speed
+    is tried first and ends the search when its best pile's false-alarm expectation is below
+    ``stop_false_alarms`` (the usual case).  Otherwise every other value of each grid is looked up in one
+    batch; if the best pile is then at least plausible (below ``refine_false_alarms``) the search climbs
+    through the neighbouring values of its grid while they improve it, so the reported speed is the best one
+    and queries with nothing to find cost about half the grids.
     ``frames`` is the size of the index's frame space (its MANIFEST's ``next_frame``); hits inside the
     ``removed`` ``(frame_start, frame_count)`` ranges (sorted) are ignored.  ``normal_speed_share`` is the part
     of the false-alarm budget given to normal speed (see :func:`speed_hypotheses`).
@@ -290,26 +316,31 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     if not 0.0 < normal_speed_share < 1.0:
         raise ValueError(f"normal_speed_share must be in (0, 1), got {normal_speed_share}")
     removed = np.zeros((0, 2), np.int64) if removed is None else removed
-    tried: dict[float, Candidate | None] = {}
+    warps = warp_grid(speeds, tempos)
+    normal = warps[0]
+    tried: dict[Warp, Candidate | None] = {}
 
-    def pile(speed: float, lookup: Lookup, only: np.ndarray | None = None) -> Candidate | None:
-        return _best_pile(_hits(lookup, segments, removed, only), segments, speed, frames,
-                          speed_hypotheses(speed, speeds, normal_speed_share), overdispersion)
+    def pile(warp: Warp, lookup: Lookup, only: np.ndarray | None = None) -> Candidate | None:
+        return _best_pile(_hits(lookup, segments, removed, only), segments, warp, frames,
+                          speed_hypotheses(warp, warps, normal_speed_share), overdispersion)
 
-    def try_speeds(batch: Sequence[float]) -> None:
-        for speed, lookup in _lookup(peaks, segments, cfg, batch, max_postings).items():
-            tried[speed] = pile(speed, lookup)
+    def try_warps(batch: Sequence[Warp]) -> None:
+        for warp, lookup in _lookup(peaks, segments, cfg, batch, max_postings).items():
+            tried[warp] = pile(warp, lookup)
 
     def best_so_far() -> Candidate | None:
         found = [c for c in tried.values() if c is not None]
         return min(found, key=lambda c: c.false_alarms) if found else None
 
-    grid = sorted(speeds)
-    one = min(range(len(grid)), key=lambda i: abs(grid[i] - 1.0))
-    coarse = [s for s in speeds if (grid.index(s) - one) % 2 == 0]
+    # Each grid sorted by speed, through the normal hypothesis (shared by both).  The first look after normal
+    # speed takes every other speed counted from there, and every fourth tempo: a tempo error moves only the
+    # hashes' time deltas, a speed error their frequencies too, so a tempo pile still stands out further away.
+    grids = [sorted({normal, *(w for w in warps if (w.speed == w.pitch) == same)}) for same in (True, False)]
+    coarse = {w for g, stride in zip(grids, (2, 4)) for k, w in enumerate(g)
+              if w != normal and (k - g.index(normal)) % stride == 0}
+    grids = [g for g in grids if len(g) > 1]
     # Normal speed alone first: most matches are decided there with one lookup, and most of those by the
     # rarest hashes alone (a small part of the hits: common hashes cost the most and say the least).
-    normal = coarse[0]
     lookup = _lookup(peaks, segments, cfg, [normal], max_postings)[normal]
     rare = _rarest(lookup, int(first_hits * len(lookup[0]))) if first_hits else None
     if rare is not None:
@@ -320,18 +351,22 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     best = best_so_far()
     if best is not None and best.false_alarms < stop_false_alarms:
         return best
-    try_speeds(coarse[1:])
+    try_warps([w for w in warps if w in coarse])       # nearest first: a tie goes to the nearer
     best = best_so_far()
     if best is None or best.false_alarms >= refine_false_alarms:
         return best
-    for step in (1, -1):
-        i = grid.index(best.speed) + step
-        while 0 <= i < len(grid):
-            if grid[i] not in tried:
-                try_speeds([grid[i]])
-            cand = tried[grid[i]]
-            if cand is None or cand.false_alarms >= best.false_alarms:
-                break
-            best = cand
-            i += step
+    for grid in grids:
+        for step in (1, -1):
+            at = Warp(best.speed, best.pitch)
+            if at not in grid:
+                continue
+            i = grid.index(at) + step
+            while 0 <= i < len(grid):
+                if grid[i] not in tried:
+                    try_warps([grid[i]])
+                cand = tried[grid[i]]
+                if cand is None or cand.false_alarms >= best.false_alarms:
+                    break
+                best = cand
+                i += step
     return best

@@ -12,7 +12,9 @@ class Result:
     """What identify says about one input (or, with ``all_matches``, one stretch of it).
 
     ``offset_s`` is where in the reference the analysed query audio starts; ``query_start_s``/``query_end_s``
-    locate the analysed (or matched) audio within the input file.  ``klass`` (``class`` when serialised) is
+    locate the analysed (or matched) audio within the input file.  ``speed`` is how many times as fast the
+query plays as the reference, ``pitch`` the ratio of its frequencies (equal to ``speed`` for audio played
+faster, 1 for audio time-compressed with its pitch kept).  ``klass`` (``class`` when serialised) is
     music / dialogue / both / unknown by the kNN vote over labelled reference windows, with
     ``class_confidence`` (the winning share of the vote) and ``neighbours``, the most similar reference tracks
     (``track_id``, ``label``, ``similarity``), whether or not the landmarks matched.
@@ -28,6 +30,7 @@ class Result:
     confidence: float = 0.0
     offset_s: float | None = None
     speed: float | None = None
+    pitch: float | None = None
     query_start_s: float | None = None
     query_end_s: float | None = None
     klass: str | None = None

@@ -1,5 +1,5 @@
 """Peak-level verification of a landmark candidate: do the query's peaks line up with the reference's at the
-offset and speed its votes chose, beyond the peaks those votes already used?
+offset, speed and pitch its votes chose, beyond the peaks those votes already used?
 
 A vote needs both peaks of a pair at exactly the hashed time delta and frequency cells; under loud noise many
 of a reference's peaks are still in the query (within a frame and a bin or two) while few whole pairs are.  The
@@ -41,7 +41,7 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
     if not len(query):
         return None
     tq = query.time.astype(np.float64) * cand.speed
-    fq = query.freq.astype(np.float64) / cand.speed
+    fq = query.freq.astype(np.float64) / cand.pitch
     span = float(tq.max()) + 1.0
     lo = start + cand.offset_frames
     got = seg.peaks_between(max(lo, start), min(lo + int(np.ceil(span)), start + count))
@@ -49,7 +49,7 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
         return None
     rt, rf = got[0].astype(np.float64) - lo, got[1].astype(np.float64)
     # The reference peaks the votes were made of: anchors and targets of the pile's postings.
-    hashes, anchors = pair_hashes(query, cfg, cfg.query_fanout, cand.speed)
+    hashes, anchors = pair_hashes(query, cfg, cfg.query_fanout, cand.speed, pitch=cand.pitch)
     qi, values = seg.lookup(hashes, max_postings)
     ref_anchor = values.astype(np.int64) - lo
     voted = np.abs(ref_anchor - anchors[qi]) <= 1

@@ -37,6 +37,17 @@ class Library:
     def duration(self, label: str) -> float:
         return len(self.tracks[label]) / self.sr
 
+    def at_tempo(self, label: str, tempo: float) -> np.ndarray:
+        """The whole of ``label`` played ``tempo`` times as fast with its pitch kept (time compression)."""
+        return synth.music_track(_SEEDS[label], self.duration(label) / tempo, self.sr, tempo=tempo)
+
+
+def _track_seconds(i: int) -> float:
+    return 30.0 + 2 * i             # 32-46 s, distinct lengths
+
+
+_SEEDS = {f"track{i}": i for i in range(1, N_TRACKS + 1)}
+
 
 @pytest.fixture(scope="session")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
@@ -44,9 +55,8 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     refs = root / "refs"
     refs.mkdir()
     tracks = {}
-    for i in range(1, N_TRACKS + 1):
-        label = f"track{i}"
-        tracks[label] = synth.music_track(i, 30.0 + 2 * i, SR)     # 32-46 s, distinct lengths
+    for label, i in _SEEDS.items():
+        tracks[label] = synth.music_track(i, _track_seconds(i), SR)
         sf.write(refs / f"{label}.wav", tracks[label], SR)
     report = audioid.build_index(refs, root / "index", jobs=1)
     assert len(report.added) == N_TRACKS and not report.failed and not report.duplicates

@@ -38,8 +38,9 @@ def _outro(lib: Library, label: str, seconds: float = 10.0) -> np.ndarray:
     return lib.tracks[label][-int(seconds * lib.sr):]
 
 
-# name -> builds (samples, sample rate, MP3 kbps or None, reference offset of the query's analysed start or None)
-Query = tuple[np.ndarray, int, "int | None", "float | None"]
+# name -> builds (samples, sample rate, MP3 kbps or None, and either the reference offset of the query's analysed
+# start or the (speed, pitch) it is played at)
+Query = tuple[np.ndarray, int, "int | None", "float | tuple[float, float]"]
 CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
     "clean": lambda lib, lab, k: (outro_recording(lib, lab, talk_seed=k), SR, None, lib.duration(lab) - 10),
     "mp3-32kbps": lambda lib, lab, k: (outro_recording(lib, lab, talk_seed=k), SR, 32, lib.duration(lab) - 10),
@@ -60,7 +61,12 @@ CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
         lib.duration(lab) - 10),
     "excerpt-3s": lambda lib, lab, k: (_outro(lib, lab, 3.0), SR, None, lib.duration(lab) - 3),
     "speed-plus-2pct": lambda lib, lab, k: (
-        _talk_then(lib, synth.change_speed(lib.tracks[lab], SR, 1.02)[-10 * SR:], k), SR, None, None),
+        _talk_then(lib, synth.change_speed(lib.tracks[lab], SR, 1.02)[-10 * SR:], k), SR, None, (1.02, 1.02)),
+    # Broadcast time compression: tempo up, pitch kept.
+    "tempo-plus-4pct": lambda lib, lab, k: (
+        _talk_then(lib, lib.at_tempo(lab, 1.04)[-10 * SR:], k), SR, 128, (1.04, 1.0)),
+    "tempo-minus-3pct": lambda lib, lab, k: (
+        _talk_then(lib, lib.at_tempo(lab, 0.97)[-10 * SR:], k), SR, None, (0.97, 1.0)),
 }
 
 
@@ -81,14 +87,17 @@ def _write(tmp_path, name: str, y: np.ndarray, sr: int, kbps: int | None) -> str
 @pytest.mark.parametrize("condition", list(CONDITIONS))
 def test_top1_under_degradation(library, ident, tmp_path, condition, label):
     k = LABELS.index(label)
-    y, sr, kbps, offset = CONDITIONS[condition](library, label, k)
+    y, sr, kbps, expected = CONDITIONS[condition](library, label, k)
     r = ident.identify_file(_write(tmp_path, f"{condition}-{label}", y, sr, kbps), outro_seconds=10.0)
     assert (r.status, r.label) == ("match", label), \
         f"{condition}/{label}: {r.status} {r.label} score={r.score} confidence={r.confidence}"
-    if offset is not None:
-        assert r.offset_s == pytest.approx(offset, abs=0.15), f"{condition}/{label}: offset {r.offset_s}"
+    if isinstance(expected, tuple):
+        speed, pitch = expected
+        assert r.speed == pytest.approx(speed, abs=0.006) and r.pitch == pytest.approx(pitch, abs=0.006), \
+            f"{condition}/{label}: speed {r.speed}, pitch {r.pitch}"
     else:
-        assert r.speed == pytest.approx(1.02, abs=0.006)
+        assert r.offset_s == pytest.approx(expected, abs=0.15), f"{condition}/{label}: offset {r.offset_s}"
+        assert r.speed == r.pitch == 1.0
 
 
 @pytest.mark.parametrize("seed", range(4))

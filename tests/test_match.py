@@ -7,26 +7,36 @@ import soxr
 
 from audioid import synth
 from audioid.fingerprint.landmarks import query_peaks
-from audioid.index.match import _rarest, match, speed_grid, speed_hypotheses
+from audioid.index.match import Warp, _rarest, match, speed_grid, speed_hypotheses, warp_grid
 from audioid.index.postings import Segment
 from audioid.index.store import IndexReader
 
 from conftest import Library
 
 SPEEDS = speed_grid(0.03, 0.005)
+TEMPOS = speed_grid(0.04, 0.005)
+WARPS = warp_grid(SPEEDS, TEMPOS)
+
+
+def test_warp_grid_holds_each_hypothesis_once_normal_first():
+    assert WARPS[0] == Warp(1.0, 1.0)
+    assert len(WARPS) == len(set(WARPS)) == len(SPEEDS) + len(TEMPOS) - 1      # normal speed is normal tempo
+    assert {w.speed for w in WARPS if w.pitch == 1.0} == set(TEMPOS)
+    assert all(w.pitch == w.speed for w in WARPS if w.pitch != 1.0)
+    assert warp_grid(SPEEDS) == [Warp(s, s) for s in SPEEDS]
 
 
 @pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
 def test_speed_shares_sum_to_the_whole_budget(share):
     # A weighted Bonferroni correction: the inverse hypothesis counts are the shares and add up to 1.
-    assert sum(1.0 / speed_hypotheses(s, SPEEDS, share) for s in SPEEDS) == pytest.approx(1.0)
-    assert speed_hypotheses(1.0, SPEEDS, share) == pytest.approx(1.0 / share)
+    assert sum(1.0 / speed_hypotheses(w, WARPS, share) for w in WARPS) == pytest.approx(1.0)
+    assert speed_hypotheses(Warp(1.0, 1.0), WARPS, share) == pytest.approx(1.0 / share)
 
 
 def test_equal_shares_are_plain_bonferroni():
-    for s in SPEEDS:
-        assert speed_hypotheses(s, SPEEDS, 1.0 / len(SPEEDS)) == pytest.approx(len(SPEEDS))
-    assert speed_hypotheses(1.0, [1.0], 0.5) == 1.0
+    for w in WARPS:
+        assert speed_hypotheses(w, WARPS, 1.0 / len(WARPS)) == pytest.approx(len(WARPS))
+    assert speed_hypotheses(Warp(1.0, 1.0), [Warp(1.0, 1.0)], 0.5) == 1.0
 
 
 def _search(reader: IndexReader, y: np.ndarray, share: float):

@@ -92,6 +92,38 @@ def test_change_speed_shifts_tempo_and_pitch_together():
         synth.change_speed(y, SR, 0)
 
 
+def _semitone_db(y: np.ndarray) -> np.ndarray:
+    """Power in bands a semitone wide centred on the notes A1..A6, in dB."""
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2
+    edges = 55.0 * 2 ** ((np.arange(62) - 0.5) / 12)
+    band = np.digitize(np.fft.rfftfreq(len(y), 1 / SR), edges)
+    return 10 * np.log10(np.bincount(band, spec, minlength=63)[1:62] + 1e-9)
+
+
+def _envelope_db(y: np.ndarray, frame: int) -> np.ndarray:
+    n = len(y) // frame
+    return 10 * np.log10(np.mean(y[:n * frame].reshape(n, frame) ** 2, axis=1) + 1e-9)
+
+
+def test_music_track_tempo_compresses_time_and_keeps_pitch():
+    slow = synth.music_track(3, 12.0, SR)
+    fast = synth.music_track(3, 12.0 / 1.05, SR, tempo=1.05)
+    assert np.array_equal(synth.music_track(3, 12.0, SR, tempo=1.0), slow)
+    assert len(fast) == round(12.0 / 1.05 * SR)
+    # The same notes: the long-term spectrum in semitone bands is the same; a speed change moves it.
+    same, moved = (np.corrcoef(_semitone_db(slow), _semitone_db(y))[0, 1]
+                   for y in (fast, synth.change_speed(slow, SR, 1.05)))
+    assert same > 0.95 and moved < 0.5
+    # The same events 5 % sooner: the loudness envelope in frames 5 % shorter follows the original's.
+    env_slow, env_fast = _envelope_db(slow, 420), _envelope_db(fast, 400)
+    n = min(len(env_slow), len(env_fast))
+    assert np.corrcoef(env_slow[:n], env_fast[:n])[0, 1] > 0.9
+    unaligned = _envelope_db(fast, 420)                                   # frames of the original's length
+    assert np.corrcoef(env_slow[:len(unaligned)], unaligned)[0, 1] < 0.7
+    with pytest.raises(ValueError):
+        synth.music_track(3, 1.0, SR, tempo=0)
+
+
 @pytest.mark.parametrize("sr,kbps", [(16000, 32), (22050, 64), (44100, 128)])
 def test_write_mp3_bitrate_and_readback(tmp_path, sr, kbps):
     y = synth.music_track(5, 6.0, sr)
