@@ -60,6 +60,8 @@ def _queries(songs: dict[str, "np.ndarray"]) -> list[tuple[str, str, "np.ndarray
         return synth.mix_at_snr(y, synth.babble(8, len(y) / SR, SR), snr_db)
 
     sped = synth.change_speed(songs["tin-parade"], SR, 1.02)
+    seed, seconds = next((seed, seconds) for label, _, seed, seconds in SONGS if label == "paper-orchard")
+    compressed = synth.music_track(seed, seconds / 1.03, SR, tempo=1.03)     # 3 % faster, pitch kept
     return [
         ("01-clean-outro.wav", "copper-lanterns", recording("copper-lanterns"), SR, None),
         ("02-pink-noise-5dB.mp3", "night-ferry",
@@ -72,6 +74,7 @@ def _queries(songs: dict[str, "np.ndarray"]) -> list[tuple[str, str, "np.ndarray
         ("07-unknown-song.wav", "no_match (music)", np.concatenate([talk, synth.music_track(99, 10.0, SR)]), SR,
          None),
         ("08-speech-only.wav", "no_match (dialogue)", synth.speech_like(11, 12.0, SR), SR, None),
+        ("09-tempo+3%-64kbps.mp3", "paper-orchard", np.concatenate([talk, compressed[-10 * SR:]]), SR, 64),
     ]
 
 
@@ -128,6 +131,7 @@ def run_demo(keep: str | None = None) -> bool:
             Column("conf", lambda r: f"{r['confidence']:.2f}", 4, right=True),
             Column("offset_s", lambda r: None if r["offset_s"] is None else f"{r['offset_s']:.2f}", 8, right=True),
             Column("speed", lambda r: None if r["speed"] is None else f"{r['speed']:.3f}", 5, right=True),
+            Column("pitch", lambda r: None if r["pitch"] is None else f"{r['pitch']:.3f}", 5, right=True),
             Column("class", lambda r: r["class"], 8),
             Column("ok", lambda r: r["ok"], 3),
         ])

@@ -109,6 +109,7 @@ def result_columns(path_width: int) -> list[Column]:
         Column("conf", _num("confidence", ".2f"), 4, right=True),
         Column("offset_s", _num("offset_s", ".2f"), 8, right=True),
         Column("speed", _num("speed", ".3f"), 5, right=True),
+        Column("pitch", _num("pitch", ".3f"), 5, right=True),
         Column("query_s", _window, 11),
         Column("class", lambda r: r.get("class"), 8),
         Column("title / artist / error", _details),
