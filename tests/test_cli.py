@@ -457,9 +457,11 @@ def test_folder_without_audio_exits_1(library, tmp_path):
 def test_demo_runs_and_keeps_a_usable_index(tmp_path):
     proc = run_cli("demo", "--keep", tmp_path / "demo")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "expected" in proc.stdout and "8/8 as expected" in proc.stdout
+    assert "expected" in proc.stdout and "9/9 as expected" in proc.stdout
     recs = _jsonl(run_cli("identify", "--index", tmp_path / "demo" / "index", tmp_path / "demo" / "queries"))
-    assert len(recs) == 8 and sum(r["status"] == "match" for r in recs) == 6
+    assert len(recs) == 9 and sum(r["status"] == "match" for r in recs) == 7
+    tempo = next(r for r in recs if "tempo" in r["path"])
+    assert tempo["speed"] == pytest.approx(1.03, abs=0.006) and tempo["pitch"] == 1.0
 
 
 # ----------------------------------------------------------------------------------------- Python facade ---
