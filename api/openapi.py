@@ -84,7 +84,8 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     record = {
         "type": "object", "additionalProperties": False,
         "required": ["filename", "status", "label", "title", "artist", "track_id", "score", "confidence", "offset_s",
-                     "speed", "pitch", "query_start_s", "query_end_s", "class", "class_confidence", "neighbours", "error"],
+                     "speed", "pitch", "query_start_s", "query_end_s", "class", "class_confidence", "neighbours",
+                     "error"],
         "properties": {
             "filename": _nullable({"type": "string", "description": "The client's file name, if it sent one."}),
             "status": {"type": "string", "enum": ["match", "no_match", "error"]},

@@ -12,9 +12,9 @@ playback, a :class:`Warp` of equal speed and pitch) or time-compressed with its 
 compression does: pitch 1).  The matcher tries a grid of both.  The hypotheses do not share that false-alarm
 budget equally: normal speed, where nearly all real queries are, gets ``normal_speed_share`` of it and the
 other hypotheses split the rest (a weighted Bonferroni correction, so the expected number of false alarms over
-all of them is unchanged).  On real music not in the index the chance
-piles are in fact most frequent at the far speeds (fewer hits there, but as much structure), while weak true
-matches (music under loud noise or speech) are at normal speed.
+all of them is unchanged).  On real music not in the index the chance piles are in fact most frequent at the
+far speeds (fewer hits there, but as much structure), while weak true matches (music under loud noise or
+speech) are at normal speed.
 """
 from __future__ import annotations
 
