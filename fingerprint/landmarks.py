@@ -203,7 +203,7 @@ def pair_hashes(peaks: Peaks, cfg: LandmarkConfig, fanout: int, speed: float = 1
     speed : float
         Playback-speed hypothesis: peaks are mapped back to the reference's time and frequency axes
         (time x speed, frequency / pitch) before hashing, so a query played ``speed`` times too fast can still
-        produce reference hashes.
+        produce reference hashes (the ``time`` it returns is on the reference's axis too).
     pool : int or None
         Choose the ``fanout`` strongest targets among the ``pool`` nearest in time (None: the nearest).
     pitch : float or None

@@ -13,8 +13,8 @@ class Result:
 
     ``offset_s`` is where in the reference the analysed query audio starts; ``query_start_s``/``query_end_s``
     locate the analysed (or matched) audio within the input file.  ``speed`` is how many times as fast the
-query plays as the reference, ``pitch`` the ratio of its frequencies (equal to ``speed`` for audio played
-faster, 1 for audio time-compressed with its pitch kept).  ``klass`` (``class`` when serialised) is
+    query plays as the reference, ``pitch`` the ratio of its frequencies (equal to ``speed`` for audio played
+    faster, 1 for audio time-compressed with its pitch kept).  ``klass`` (``class`` when serialised) is
     music / dialogue / both / unknown by the kNN vote over labelled reference windows, with
     ``class_confidence`` (the winning share of the vote) and ``neighbours``, the most similar reference tracks
     (``track_id``, ``label``, ``similarity``), whether or not the landmarks matched.
