@@ -40,7 +40,9 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
     start, count = (int(x) for x in seg.tracks[cand.track_row][:2])
     if not len(query):
         return None
-    tq = query.time.astype(np.float64) * cand.speed
+    # Query frames on the reference's frame grid, as the votes placed them: at another speed, +-1 frame around
+    # the unrounded time would cover two reference frames where the chance model below counts three.
+    tq = np.rint(query.time.astype(np.float64) * cand.speed)
     fq = query.freq.astype(np.float64) / cand.pitch
     span = float(tq.max()) + 1.0
     lo = start + cand.offset_frames

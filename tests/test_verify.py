@@ -17,7 +17,7 @@ from audioid.index import build
 from audioid.index.build import add_to_index, build_index, remove_from_index
 from audioid.index.check import check_index
 from audioid.index.identify import Identifier, MatchConfig
-from audioid.index.match import match
+from audioid.index.match import match, speed_grid
 from audioid.index.postings import Segment, write_segment
 from audioid.index.sources import reference_specs
 from audioid.index.store import IndexReader
@@ -107,6 +107,39 @@ def test_the_true_offset_lines_up_and_a_wrong_one_does_not(index, refs):
     for shift in (-150, 90, 200):
         elsewhere = replace(cand, offset_frames=cand.offset_frames + shift)
         assert verify(peaks, elsewhere, reader.segments, CFG, 4000) > 1e-3
+
+
+def test_a_time_compressed_match_is_checked_at_its_own_pitch(index):
+    """A tempo candidate (pitch kept) lines up peak by peak only when its query's frequencies are not scaled."""
+    reader = IndexReader(str(index))
+    outro = synth.music_track(103, 25.0 / 1.04, SR, tempo=1.04)[-10 * SR:]   # song3, 4 % faster, pitch kept
+    y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
+    peaks = query_peaks(resample(y, SR, CFG.sample_rate), CFG)
+    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
+                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed,
+                 tempos=speed_grid(0.04, 0.005))
+    assert reader.catalog.get(cand.track_id).label == "song3"
+    assert cand.pitch == 1.0 and cand.speed == pytest.approx(1.04, abs=0.006)
+    assert verify(peaks, cand, reader.segments, CFG, 4000) < 1e-3
+    assert verify(peaks, replace(cand, pitch=cand.speed), reader.segments, CFG, 4000) > 0.5
+
+
+def test_a_speed_changed_match_is_checked_on_the_references_frame_grid(index):
+    """Query peaks mapped to the reference's time axis fall between its frames at another speed: rounded to the
+    nearest one, +-1 frame covers the three the chance model counts (unrounded, two), so the true alignment of a
+    resampled, noisy outro stands out."""
+    reader = IndexReader(str(index))
+    p_values = []
+    for seed in range(101, 105):
+        outro = synth.change_speed(synth.music_track(seed, 25.0, SR), SR, 1.02)[-10 * SR:]
+        y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
+        peaks = query_peaks(resample(y, SR, CFG.sample_rate), CFG)
+        cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=speed_grid(0.03, 0.005),
+                     max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+        assert reader.catalog.get(cand.track_id).label == f"song{seed - 100}"
+        assert cand.speed == pytest.approx(1.02)
+        p_values.append(verify(peaks, cand, reader.segments, CFG, 4000))
+    assert np.median(p_values) < 0.01, p_values
 
 
 def test_nothing_left_to_check_is_no_evidence(index, refs):
