@@ -265,6 +265,62 @@ def telephone_band(y: np.ndarray, sr: int, low_hz: float = 300.0, high_hz: float
     return sosfilt(sos, np.asarray(y, dtype=np.float64)).astype(np.float32)
 
 
+def _follow(level_db: np.ndarray, rate: float, attack_s: float, release_s: float) -> np.ndarray:
+    """A compressor's level detector: ``level_db`` (sampled at ``rate``) followed quickly on the way up, slowly on
+    the way down."""
+    up, down = np.exp(-1.0 / (attack_s * rate)), np.exp(-1.0 / (release_s * rate))
+    out, g = np.empty_like(level_db), float(level_db[0])
+    for i, v in enumerate(level_db.tolist()):
+        c = up if v > g else down
+        g = c * g + (1.0 - c) * v
+        out[i] = g
+    return out
+
+
+def air_chain(y: np.ndarray, sr: int, *, attack_s: float = 0.005, release_s: float = 0.2,
+              drive_db: float = 8.0) -> np.ndarray:
+    """What a station's on-air processor does to music: bass and presence boost, fast three-band compression,
+    then ``drive_db`` of gain into a soft clipper (the "loud" sound of FM and streams).
+
+    Each band (below 200 Hz, 200-3000 Hz, above 3000 Hz) is compressed 4:1 above a threshold 10 dB under its
+    own loudness (level read every millisecond, ``attack_s`` / ``release_s``) and brought back to its loudness;
+    the sum is driven into ``tanh``, which flattens every peak and adds harmonics.  A voice over the music pumps
+    the music's level syllable by syllable.  Returns float32 peaking below 1.
+    """
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.asarray(y, dtype=np.float64)
+    step = max(1, sr // 1000)
+    if len(x) < step:
+        return x.astype(np.float32)
+    low = sosfiltfilt(butter(4, 200.0, "lowpass", fs=sr, output="sos"), x)
+    high = sosfiltfilt(butter(4, min(3000.0, 0.45 * sr), "highpass", fs=sr, output="sos"), x)
+    bands = [2.0 * low, x - low - high, 1.6 * high]          # +6 dB bass, +4 dB presence
+    grid = (np.arange(len(x)) + 0.5) / step - 0.5             # each sample's place on the level's time grid
+    out = np.zeros_like(x)
+    for band in bands:
+        loud = _rms(band)
+        if loud == 0:
+            continue
+        power = np.square(band[: len(band) // step * step]).reshape(-1, step).mean(axis=1)
+        level_db = _follow(10.0 * np.log10(power + 1e-12), sr / step, attack_s, release_s)
+        gain_db = -np.maximum(level_db - (20.0 * np.log10(loud) - 10.0), 0.0) * (1.0 - 1.0 / 4.0)
+        squashed = band * 10.0 ** (np.interp(grid, np.arange(len(gain_db)), gain_db) / 20.0)
+        out += squashed * (loud / (_rms(squashed) or 1.0))
+    out *= 10.0 ** (drive_db / 20.0) / (float(np.max(np.abs(out))) or 1.0)
+    return (0.98 * np.tanh(out)).astype(np.float32)
+
+
+def fade_out(y: np.ndarray, sr: int, seconds: float, depth_db: float = 40.0) -> np.ndarray:
+    """Fade the last ``seconds`` of ``y`` down by ``depth_db`` dB, linearly in dB (a DJ's fader at the end of a
+    segment)."""
+    y = np.array(y, dtype=np.float32)
+    n = min(len(y), int(round(seconds * sr)))
+    if n:
+        y[len(y) - n:] *= 10.0 ** (-np.linspace(0.0, depth_db, n) / 20.0).astype(np.float32)
+    return y
+
+
 def change_speed(y: np.ndarray, sr: int, factor: float) -> np.ndarray:
     """Play ``y`` ``factor`` times faster, pitch and tempo together (like a faster turntable): resampling.
 

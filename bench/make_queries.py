@@ -283,6 +283,10 @@ def _speed(cut: Cut, speed: float) -> np.ndarray:
     return resample(cut.music, cut.sr * speed, cut.sr)[: int(round(cut.seconds * cut.sr))]
 
 
+def _per_channel(y: np.ndarray, sr: int, process: Callable[..., np.ndarray], **kw) -> np.ndarray:
+    return np.stack([process(y[:, ch], sr, **kw) for ch in range(y.shape[1])], axis=1)
+
+
 def _tempo(cut: Cut, rate: float) -> np.ndarray:
     # Tempo alone, pitch kept (a broadcast's time compression): librosa's phase vocoder, channels first.
     import librosa
@@ -301,6 +305,7 @@ class Condition:
     fixed_rate: int | None = None
     speed: float = 1.0            # reference seconds per query second
     needs_speech: bool = False
+    default: bool = True          # in a set made without --conditions
 
 
 CONDITIONS: dict[str, Condition] = {c.name: c for c in [
@@ -313,10 +318,17 @@ CONDITIONS: dict[str, Condition] = {c.name: c for c in [
     Condition("telephone", _telephone, bitrate_k=TELEPHONE_BITRATE_K, fixed_rate=TELEPHONE_RATE),
     Condition("excerpt_3s", lambda c: c.head(3.0)),
     Condition("speed_2pct", lambda c: _speed(c, SPEED), speed=SPEED),
-    # Beyond the list, asked for by name only: tempo changes without a pitch change.
-    Condition("tempo_m3pct", lambda c: _tempo(c, 0.97), speed=0.97),
-    Condition("tempo_p2pct", lambda c: _tempo(c, 1.02), speed=1.02),
-    Condition("tempo_p4pct", lambda c: _tempo(c, 1.04), speed=1.04),
+    # Beyond the list, asked for by name only: tempo changes without a pitch change, ...
+    Condition("tempo_m3pct", lambda c: _tempo(c, 0.97), speed=0.97, default=False),
+    Condition("tempo_p2pct", lambda c: _tempo(c, 1.02), speed=1.02, default=False),
+    Condition("tempo_p4pct", lambda c: _tempo(c, 1.04), speed=1.04, default=False),
+    # ... a station's air chain (EQ, multiband compression, clipping), on the music and on a voice over it, a
+    # music bed ducked 12 dB under the voice, and a fade-out over the last 4 s.
+    Condition("broadcast", lambda c: _per_channel(c.head(), c.sr, synth.air_chain), default=False),
+    Condition("broadcast_speech_m6db", lambda c: _per_channel(_mix_speech(c, -6.0), c.sr, synth.air_chain),
+              needs_speech=True, default=False),
+    Condition("speech_m12db", lambda c: _mix_speech(c, -12.0), needs_speech=True, default=False),
+    Condition("fadeout", lambda c: _per_channel(c.head(), c.sr, synth.fade_out, seconds=4.0), default=False),
 ]}
 
 
@@ -327,7 +339,7 @@ def _stretch(conditions: Sequence[str]) -> float:
 
 
 #: What a set holds when --conditions is not given: the issue's conditions and every negative.
-DEFAULT_CONDITIONS = (*[c for c in CONDITIONS if not c.startswith("tempo_")], *NEGATIVE_CONDITIONS)
+DEFAULT_CONDITIONS = (*[name for name, c in CONDITIONS.items() if c.default], *NEGATIVE_CONDITIONS)
 
 
 # ------------------------------------------------------------------------------------------------------- planning

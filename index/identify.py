@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -59,8 +59,8 @@ class MatchConfig:
         the votes of a narrowly rejected candidate count too.
     veto_p : float
         A match the votes accept only weakly (false-alarm expectation between ``stop_false_alarms`` and
-        ``max_false_alarms``) is rejected when that check's p-value is above this: its peaks line up no better
-        than chance (1 = never).
+        ``max_false_alarms``) is rejected when that check's p-value is above this (its peaks line up no better
+        than chance) and the two together are short of ``rescue_p`` (1 = never).
     skip_silence_s, max_silence_s : float
         An outro is the last seconds of *sound*: trailing silence of at least ``skip_silence_s`` (0 = never) is
         left out, unless it lasts ``max_silence_s`` or more: then the file's last seconds are analysed as they
@@ -93,6 +93,30 @@ class MatchConfig:
 def confidence(false_alarms: float, threshold: float) -> float:
     """0..1 from a pile's false-alarm expectation: 0.5 at the decision threshold, near 1 far below it."""
     return 1.0 / (1.0 + math.sqrt(false_alarms / threshold))
+
+
+def decide(false_alarms: float, check: Callable[[], float | None], mc: MatchConfig) -> tuple[bool, float]:
+    """Whether a candidate is rejected, and the confidence in that decision's answer (match or no match), from
+    its votes' false-alarm expectation and, where those are not decisive, ``check()``: the peak-by-peak
+    check's p-value (:func:`index.verify.verify`; None when it has nothing to check).
+
+    Votes below ``stop_false_alarms`` decide alone.  Otherwise the check runs: a candidate the votes reject is
+    rescued when the check and the votes together reach ``rescue_p``; one they accept is vetoed when its peaks
+    line up no better than chance (p above ``veto_p``) and the two together fall short of that same bar.
+    """
+    conf = confidence(false_alarms, mc.max_false_alarms)
+    rejected = false_alarms >= mc.max_false_alarms
+    if not rejected and false_alarms < mc.stop_false_alarms:
+        return False, conf
+    p = check()
+    if p is None:
+        return rejected, conf
+    both = combined_p(false_alarms, p)
+    if rejected and both < mc.rescue_p:
+        return False, confidence(both, mc.rescue_p)
+    if not rejected and p > mc.veto_p and both >= mc.rescue_p:
+        return True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
+    return rejected, conf
 
 
 class Identifier:
@@ -162,19 +186,9 @@ class Identifier:
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base
-        conf = confidence(cand.false_alarms, mc.max_false_alarms)
         base.score = cand.votes
-        rejected = cand.false_alarms >= mc.max_false_alarms
-        if rejected or cand.false_alarms >= mc.stop_false_alarms:
-            # Weak either way: check the alignment peak by peak.
-            p = verify(peaks, cand, self.reader.segments, lcfg, mc.max_postings)
-            if p is not None and rejected:
-                # The check alone must reach verify_p; what the votes add (a narrow rejection) counts too.
-                both = combined_p(cand.false_alarms, p)
-                if both < mc.rescue_p:
-                    rejected, conf = False, confidence(both, mc.rescue_p)
-            elif p is not None and p > mc.veto_p:
-                rejected, conf = True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
+        rejected, conf = decide(cand.false_alarms, lambda: verify(peaks, cand, self.reader.segments, lcfg,
+                                                                  mc.max_postings), mc)
         if rejected:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match
             return base

@@ -38,6 +38,12 @@ def _outro(lib: Library, label: str, seconds: float = 10.0) -> np.ndarray:
     return lib.tracks[label][-int(seconds * lib.sr):]
 
 
+def _voice_over(lib: Library, label: str, k: int, music_to_voice_db: float) -> np.ndarray:
+    """Talk, then the outro with a voice over it."""
+    return _talk_then(lib, synth.mix_at_snr(_outro(lib, label), synth.speech_like(100 + k, 10.0, lib.sr),
+                                            music_to_voice_db), k)
+
+
 # name -> builds (samples, sample rate, MP3 kbps or None, and either the reference offset of the query's analysed
 # start or the (speed, pitch) it is played at)
 Query = tuple[np.ndarray, int, "int | None", "float | tuple[float, float]"]
@@ -51,11 +57,9 @@ CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
         _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.pink_noise(k, 10 * SR), 0.0), k), SR, None,
         lib.duration(lab) - 10),
     "speech-over-music-0dB": lambda lib, lab, k: (
-        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.speech_like(100 + k, 10.0, SR), 0.0), k), SR,
-        None, lib.duration(lab) - 10),
+        _voice_over(lib, lab, k, 0.0), SR, None, lib.duration(lab) - 10),
     "speech-over-music-minus6dB": lambda lib, lab, k: (
-        _talk_then(lib, synth.mix_at_snr(_outro(lib, lab), synth.speech_like(100 + k, 10.0, SR), -6.0), k), SR,
-        None, lib.duration(lab) - 10),
+        _voice_over(lib, lab, k, -6.0), SR, None, lib.duration(lab) - 10),
     "telephone-band-8kHz": lambda lib, lab, k: (
         soxr.resample(synth.telephone_band(outro_recording(lib, lab, talk_seed=k), SR), SR, 8000), 8000, None,
         lib.duration(lab) - 10),
@@ -67,6 +71,15 @@ CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
         _talk_then(lib, lib.at_tempo(lab, 1.04)[-10 * SR:], k), SR, 128, (1.04, 1.0)),
     "tempo-minus-3pct": lambda lib, lab, k: (
         _talk_then(lib, lib.at_tempo(lab, 0.97)[-10 * SR:], k), SR, None, (0.97, 1.0)),
+    # A station's air chain (EQ, multiband compression, clipper) on the music, and on a voice over it: the
+    # voice pumps the music's level syllable by syllable (the synthetic music suffers more from that than real
+    # music, see bench/RESULTS.md).
+    "broadcast-air-chain": lambda lib, lab, k: (
+        synth.air_chain(outro_recording(lib, lab, talk_seed=k), SR), SR, 128, lib.duration(lab) - 10),
+    "voice-over-music-broadcast": lambda lib, lab, k: (
+        synth.air_chain(_voice_over(lib, lab, k, 6.0), SR), SR, 128, lib.duration(lab) - 10),
+    "faded-out": lambda lib, lab, k: (
+        synth.fade_out(outro_recording(lib, lab, talk_seed=k), SR, 4.0), SR, 128, lib.duration(lab) - 10),
 }
 
 
@@ -97,7 +110,10 @@ def test_top1_under_degradation(library, ident, tmp_path, condition, label):
             f"{condition}/{label}: speed {r.speed}, pitch {r.pitch}"
     else:
         assert r.offset_s == pytest.approx(expected, abs=0.15), f"{condition}/{label}: offset {r.offset_s}"
-        assert r.speed == r.pitch == 1.0
+        # Within one step of the grid: a neighbouring hypothesis can be the more significant one (fewer chance
+        # hits), with the same track and offset.
+        assert r.speed == pytest.approx(1.0, abs=0.006) and r.pitch == pytest.approx(1.0, abs=0.006), \
+            f"{condition}/{label}: speed {r.speed}, pitch {r.pitch}"
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -140,3 +156,19 @@ def test_a_silent_file_is_no_match(ident, tmp_path):
     path = _write(tmp_path, "silent", np.zeros(30 * SR, np.float32), SR, 128)
     r = ident.identify_file(path)
     assert r.status == "no_match" and r.error is None
+
+
+def test_strong_votes_survive_a_peak_check_that_pumping_defeats(library, ident):
+    """A voice as loud as the music, through the air chain: the compressor moves the music's peaks by a frame
+    or two, so the peak-by-peak check finds no more than chance, while the votes are far beyond it.  Votes and
+    check together clear the bar that rescues weak candidates, so the check does not veto the match."""
+    from audioid.index.verify import combined_p, verify
+
+    y = synth.air_chain(_voice_over(library, "track8", 7, 0.0), SR)[-10 * SR:]
+    peaks, cand = ident.candidate(y, SR)
+    mc = ident.config
+    p = verify(peaks, cand, ident.reader.segments, ident.reader.config, mc.max_postings)
+    assert mc.stop_false_alarms <= cand.false_alarms < mc.max_false_alarms and p > mc.veto_p
+    assert combined_p(cand.false_alarms, p) < mc.rescue_p
+    r = ident.identify_samples(y, SR)
+    assert (r.status, r.label) == ("match", "track8")

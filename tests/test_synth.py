@@ -82,6 +82,32 @@ def test_telephone_band_keeps_voice_band_only():
         assert (gain_db > -1.5) if kept else (gain_db < -20), (hz, gain_db)
 
 
+def _crest_db(y: np.ndarray) -> float:
+    return 20 * np.log10(np.max(np.abs(y)) / np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+
+
+def test_air_chain_compresses_and_clips():
+    sr = 16000
+    music = synth.music_track(2, 10.0, sr)
+    loud = synth.air_chain(music, sr)
+    assert loud.dtype == np.float32 and len(loud) == len(music) and np.max(np.abs(loud)) < 1.0
+    assert _crest_db(loud) < _crest_db(music) - 1.5                       # compressed and clipped
+    # Loud and quiet passages come closer: a tone 30 dB down, then at full level.
+    t = np.arange(2 * sr) / sr
+    tone = (np.sin(2 * np.pi * 440 * t) * np.where(t < 1.0, 10 ** (-30 / 20), 1.0)).astype(np.float32)
+    out = synth.air_chain(tone, sr)
+    rms = lambda y: np.sqrt(np.mean(np.square(y, dtype=np.float64)))
+    assert 20 * np.log10(rms(out[int(1.5 * sr):]) / rms(out[int(0.5 * sr): sr])) < 22.0      # 30 dB in
+    assert synth.air_chain(np.zeros(0, np.float32), sr).shape == (0,)
+
+
+def test_fade_out_lowers_the_end_only():
+    y = np.ones(16000 * 6, np.float32)
+    f = synth.fade_out(y, 16000, 4.0, depth_db=40.0)
+    assert np.all(f[: 2 * 16000] == 1.0) and f[-1] == pytest.approx(0.01, rel=1e-3)
+    assert np.all(np.diff(f[2 * 16000:]) <= 0) and np.all(y == 1.0)        # the input is left alone
+
+
 def test_change_speed_shifts_tempo_and_pitch_together():
     t = np.arange(4 * SR) / SR
     y = np.sin(2 * np.pi * 1000 * t).astype(np.float32)

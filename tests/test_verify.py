@@ -16,7 +16,7 @@ from audioid.fingerprint.landmarks import query_peaks, reference_peaks, stronges
 from audioid.index import build
 from audioid.index.build import add_to_index, build_index, remove_from_index
 from audioid.index.check import check_index
-from audioid.index.identify import Identifier, MatchConfig
+from audioid.index.identify import Identifier, MatchConfig, decide
 from audioid.index.match import match, speed_grid
 from audioid.index.postings import Segment, write_segment
 from audioid.index.sources import reference_specs
@@ -209,6 +209,25 @@ def test_check_reports_verification_peaks_outside_the_tracks(refs, tmp_path):
     np.save(seg_dir / "peaks.npy", codes)
     rep = check_index(idx)
     assert not rep.ok and any("verification peaks lie outside" in e for e in rep.errors), rep.errors
+
+
+def test_the_check_rescues_and_vetoes_by_the_same_bar():
+    mc = MatchConfig()
+
+    def never() -> float:
+        raise AssertionError("decisive votes need no check")
+
+    assert decide(1e-12, never, mc)[0] is False                       # decisive votes
+    assert decide(3e-8, lambda: 0.6, mc)[0] is False                  # strong votes, chance-level peaks: kept
+    assert decide(2e-4, lambda: 0.6, mc) == (True, pytest.approx(0.2))  # weak votes, chance-level peaks: vetoed
+    assert decide(2e-4, lambda: 0.3, mc)[0] is False                  # peaks better than veto_p
+    assert decide(2e-4, lambda: None, mc)[0] is False                 # nothing to check: the votes decide
+    assert decide(5e-3, lambda: 1e-6, mc)[0] is False                 # rejected votes, rescued by the peaks
+    assert decide(5e-3, lambda: 0.1, mc)[0] is True
+    assert decide(5e-3, lambda: None, mc)[0] is True
+    # Where the veto stops: votes and a chance-level check together at the rescue bar.
+    for e in (1e-6, 1e-5, 3e-5, 1e-4):
+        assert decide(e, lambda: 0.9, mc)[0] is (combined_p(e, 0.9) >= mc.rescue_p)
 
 
 def test_combined_p_is_fishers_method_for_two_p_values():
