@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "who": "http-api",         # name logged with label changes when the request gives none
     "client_timeout_s": 120,   # a connection silent this long (stalled mid-request or idle) is closed
     "upload_root": None,       # folder the server's private upload folder is made in (None: the temp folder)
+    "match_config": None,      # index.identify.MatchConfig for every query (None: the defaults)
 }
 #: Raw request bodies accepted as audio (besides ``audio/*``); ``application/octet-stream`` is sniffed.
 RAW_AUDIO_TYPES = ("application/ogg", "application/octet-stream")
@@ -111,7 +112,8 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
     **config
         Keys of :data:`DEFAULTS`: ``max_upload_mb``, ``token``, ``token_all``, ``max_batch_files``,
         ``write_wait_s``, ``who``, ``client_timeout_s`` (whole seconds; applied by :func:`make_server`),
-        ``upload_root``.
+        ``upload_root``, ``match_config`` (a :class:`audioid.index.identify.MatchConfig`: how queries are
+        searched and decided).
 
     Raises
     ------
@@ -125,7 +127,7 @@ def create_app(index_dir: str | os.PathLike, **config: Any) -> Flask:
     if cfg["token_all"] and not cfg["token"]:
         raise ValueError("token_all needs a token")
     index_dir = os.fspath(index_dir)
-    live = LiveIndex(index_dir)
+    live = LiveIndex(index_dir, cfg["match_config"])
     # Private (0700): uploads never land elsewhere.
     upload_dir = tempfile.mkdtemp(prefix="audioid-api-", dir=cfg["upload_root"])
     write_lock = threading.Lock()                            # this server's writes queue instead of failing

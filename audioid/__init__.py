@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from concurrent.futures import ProcessPoolExecutor
 
     from .index.build import WriteReport
-    from .index.identify import Identifier
+    from .index.identify import Identifier, MatchConfig
     from .index.result import Result
 
 
@@ -54,17 +54,17 @@ def add_to_index(source: str | os.PathLike, index: str | os.PathLike, *, label_f
 
 
 def identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-             outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1
-             ) -> list["Result"]:
+             outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1,
+             config: "MatchConfig | None" = None) -> list["Result"]:
     """Identify files (folders are searched recursively) against ``index``; one Result per file in input order
     (with ``all_matches``, one per track found in each file).  See :func:`iter_identify`."""
     return [r for _, results in iter_identify(index, paths, outro_seconds=outro_seconds, all_matches=all_matches,
-                                              jobs=jobs) for r in results]
+                                              jobs=jobs, config=config) for r in results]
 
 
 def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-                  outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1
-                  ) -> Iterator[tuple[str, list["Result"]]]:
+                  outro_seconds: float | None = None, all_matches: bool = False, jobs: int | None = 1,
+                  config: "MatchConfig | None" = None) -> Iterator[tuple[str, list["Result"]]]:
     """Yield ``(path, results)`` for every input file, in input order, as soon as that file is done.
 
     Parameters
@@ -85,6 +85,9 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
         this process starts on the batch at once, and one worker per core joins when the rest of the batch
         would take longer than the workers take to start (so a few files cost no start-up, and a long batch
         runs on every core).
+    config : audioid.index.identify.MatchConfig or None
+        How queries are searched and decided (e.g. ``MatchConfig(max_tempo_change=0)`` searches no time
+        compression); default ``MatchConfig()``.
 
     Raises
     ------
@@ -101,22 +104,23 @@ def iter_identify(index: str | os.PathLike, paths: str | os.PathLike | Iterable[
     index = os.fspath(index)
     if jobs is not None and jobs > 1 and len(files) > 1:
         jobs = min(jobs, len(files))
-        yield from _identify_parallel(files, outro_seconds, all_matches, _worker_pool(index, jobs), jobs)
+        yield from _identify_parallel(files, outro_seconds, all_matches, _worker_pool(index, jobs, config), jobs)
         return
     from .index.parallel import usable_cores
 
-    yield from _identify_here(index, files, outro_seconds, all_matches, usable_cores() if jobs is None else 1)
+    yield from _identify_here(index, files, outro_seconds, all_matches, usable_cores() if jobs is None else 1,
+                              config)
 
 
-def _identify_here(index: str, files: list[str], outro_seconds: float, all_matches: bool, workers: int
-                   ) -> Iterator[tuple[str, list["Result"]]]:
+def _identify_here(index: str, files: list[str], outro_seconds: float, all_matches: bool, workers: int,
+                   config: "MatchConfig | None") -> Iterator[tuple[str, list["Result"]]]:
     """Identify ``files`` in this process.  With ``workers`` > 1, that many worker processes start once the files
     left would take longer here than ``_WORKERS_PAY_OFF_S`` (timed on the files done after the first), and take
     over what is left as soon as one of them is ready: this process works on while they start."""
     from .index.identify import Identifier
     from .index.parallel import shut_down
 
-    ident = Identifier.open(index)
+    ident = Identifier.open(index, config)
     pool, ready, jobs, done, t1 = None, [], 1, 0, 0.0
     try:
         while done < len(files) and not any(r.done() and r.exception() is None for r in ready):
@@ -129,7 +133,7 @@ def _identify_here(index: str, files: list[str], outro_seconds: float, all_match
             per_file = (time.perf_counter() - t1) / (done - 1)
             if workers > 1 and pool is None and left * per_file > _WORKERS_PAY_OFF_S:
                 jobs = min(workers, left)
-                pool, ready = _starting_pool(index, jobs)
+                pool, ready = _starting_pool(index, jobs, config)
         if done < len(files):
             ident.close()           # the workers take over
             yield from _identify_parallel(files[done:], outro_seconds, all_matches, pool, jobs)
@@ -153,13 +157,13 @@ def _identify_one(ident: "Identifier", path: str, outro_seconds: float, all_matc
 _worker_identifier: "Identifier | None" = None
 
 
-def _worker_open(index: str) -> None:
+def _worker_open(index: str, config: "MatchConfig | None") -> None:
     global _worker_identifier
     from .index.identify import Identifier
     from .index.parallel import worker_setup
 
     worker_setup()
-    _worker_identifier = Identifier.open(index)
+    _worker_identifier = Identifier.open(index, config)
 
 
 def _worker_identify(path: str, outro_seconds: float, all_matches: bool) -> list["Result"]:
@@ -172,7 +176,7 @@ def _worker_identify(path: str, outro_seconds: float, all_matches: bool) -> list
 _WORKERS_PAY_OFF_S = 2.0
 
 
-def _worker_pool(index: str, jobs: int) -> "ProcessPoolExecutor":
+def _worker_pool(index: str, jobs: int, config: "MatchConfig | None") -> "ProcessPoolExecutor":
     """``jobs`` worker processes, each with the index open (started as work is submitted)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -181,15 +185,16 @@ def _worker_pool(index: str, jobs: int) -> "ProcessPoolExecutor":
 
     IndexReader(index).close()  # a missing or foreign index fails here, clearly, not inside every worker
     # A fork server, not fork: FAISS' OpenMP threads do not survive fork (see index.build.analyse_all).
-    return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_open, initargs=(index,),
+    return ProcessPoolExecutor(max_workers=jobs, initializer=_worker_open, initargs=(index, config),
                                mp_context=get_context("forkserver"))
 
 
-def _starting_pool(index: str, jobs: int) -> tuple["ProcessPoolExecutor | None", list]:
+def _starting_pool(index: str, jobs: int, config: "MatchConfig | None"
+                   ) -> tuple["ProcessPoolExecutor | None", list]:
     """A pool of ``jobs`` workers, all starting, and a future per worker: one is done once a worker is ready.
     No pool where none can start (no fork server, no processes left): the batch goes on in this process."""
     try:
-        pool = _worker_pool(index, jobs)
+        pool = _worker_pool(index, jobs, config)
         # Each submission while no worker is idle starts one more worker, up to jobs.
         return pool, [pool.submit(os.getpid) for _ in range(jobs)]
     except Exception:

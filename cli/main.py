@@ -50,6 +50,27 @@ def _index_option(f: Callable) -> Callable:
                         type=click.Path(file_okay=False, dir_okay=True), help="Index directory.")(f)
 
 
+def _search_options(f: Callable) -> Callable:
+    """``--max-speed-change`` and ``--max-tempo-change``: the warps a query is searched at (MatchConfig)."""
+    f = click.option("--max-tempo-change", type=click.FloatRange(0, 0.1), default=None, metavar="X",
+                     help="Largest tempo change searched with the pitch kept (broadcast time compression), as a "
+                          "fraction; 0 searches none, and queries with nothing to find cost less [default: 0.04].")(f)
+    return click.option("--max-speed-change", type=click.FloatRange(0, 0.1), default=None, metavar="X",
+                        help="Largest playback-speed change searched (pitch moving with it), as a fraction "
+                             "[default: 0.03].")(f)
+
+
+def _match_config(max_speed_change: float | None, max_tempo_change: float | None):
+    """The MatchConfig the search options ask for (None: the library's defaults)."""
+    given = {k: v for k, v in (("max_speed_change", max_speed_change), ("max_tempo_change", max_tempo_change))
+             if v is not None}
+    if not given:
+        return None
+    from audioid.index.identify import MatchConfig
+
+    return MatchConfig(**given)
+
+
 def _who_option(f: Callable) -> Callable:
     return click.option("--who", default=None, metavar="NAME",
                         help="Name logged with label changes (default: $AUDIOID_USER or the login name).")(f)
@@ -319,8 +340,10 @@ def _safe_stdout() -> None:
               help="Worker processes; output stays in input order [default: this process, joined by one worker "
                    "per core once the batch is long enough to pay for starting them].")
 @click.option("--all-matches", is_flag=True, help="One record per track found in each file, with its time range.")
+@_search_options
 def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seconds: float | None,
-             jobs: int | None, all_matches: bool) -> None:
+             jobs: int | None, all_matches: bool, max_speed_change: float | None,
+             max_tempo_change: float | None) -> None:
     """Identify the music at the end of each PATH (files, or folders searched recursively).
 
     Prints one record per input file in input order (with --all-matches, one per track found): path, status
@@ -347,7 +370,7 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
     fmt = fmt or ("table" if sys.stdout.isatty() else "jsonl")
     _safe_stdout()
     results = audioid.iter_identify(index_dir, files, outro_seconds=outro_seconds, all_matches=all_matches,
-                                    jobs=jobs)
+                                    jobs=jobs, config=_match_config(max_speed_change, max_tempo_change))
     try:
         first = next(results)      # a missing or foreign index is reported before any output
     except IndexStoreError as e:
@@ -390,8 +413,10 @@ def identify(index_dir: str, paths: tuple[str, ...], fmt: str | None, outro_seco
               metavar="MB", help="Largest request body.")
 @click.option("--client-timeout", type=click.IntRange(min=1), default=120, show_default=True, metavar="S",
               help="Close a connection that sends nothing for S seconds (a stalled or idle client).")
+@_search_options
 def serve(index_dir: str, host: str, port: int, threads: int, workers: int | None, token: str | None,
-          token_all: bool, max_upload_mb: float, client_timeout: int) -> None:
+          token_all: bool, max_upload_mb: float, client_timeout: int, max_speed_change: float | None,
+          max_tempo_change: float | None) -> None:
     """Serve the HTTP API (identify, tracks, stats; GET /openapi.json) on waitress until interrupted.
 
     The index need not exist yet (503 until the first build). Builds, adds and label changes made while it runs,
@@ -404,7 +429,8 @@ def serve(index_dir: str, host: str, port: int, threads: int, workers: int | Non
     from audioid.index.parallel import usable_cores
 
     workers = workers or usable_cores()
-    config = dict(token=token, token_all=token_all, max_upload_mb=max_upload_mb, client_timeout_s=client_timeout)
+    config = dict(token=token, token_all=token_all, max_upload_mb=max_upload_mb, client_timeout_s=client_timeout,
+                  match_config=_match_config(max_speed_change, max_tempo_change))
     app = create_app(index_dir, **config) if workers == 1 else None  # workers make their own
     try:
         sock = listen_socket(host, port)

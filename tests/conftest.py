@@ -70,6 +70,11 @@ def outro_recording(lib: Library, label: str, seconds: float = 10.0, talk_second
     return np.concatenate([talk, lib.tracks[label][-int(seconds * lib.sr):]])
 
 
+def tempo_recording(lib: Library, label: str, tempo: float, talk_seed: int = 0) -> np.ndarray:
+    """Presenter talk, then the last 10 s of ``label`` time-compressed to ``tempo`` with its pitch kept."""
+    return np.concatenate([synth.speech_like(talk_seed, 4.0, lib.sr), lib.at_tempo(label, tempo)[-10 * lib.sr:]])
+
+
 def cpu_ticks(pid: int) -> int:
     """User + system CPU ticks of process ``pid`` so far (Linux /proc); 0 once it has exited."""
     try:

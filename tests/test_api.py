@@ -24,12 +24,13 @@ import soundfile as sf
 from audioid import synth
 from audioid.api import create_app, make_server
 from audioid.index.heap import steady_heap
+from audioid.index.identify import MatchConfig
 from audioid.index.identify import Identifier
 from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
 
-from conftest import Library, audioid_command, cpu_ticks, outro_recording, run_cli
+from conftest import Library, audioid_command, cpu_ticks, outro_recording, run_cli, tempo_recording
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
@@ -385,6 +386,29 @@ def test_serve_command(library: Library, tmp_path: Path) -> None:
     assert f"({cores} worker{'s' if cores > 1 else ''}; Ctrl-C stops)" in _serve_line(library)
     if hasattr(os, "sched_setaffinity") and cores > 1:
         assert "(1 worker; Ctrl-C stops)" in _serve_line(library, {min(os.sched_getaffinity(0))})
+
+
+def test_search_configuration(api: str, library: Library, tmp_path: Path) -> None:
+    """A server searches as its MatchConfig says: with no time compression searched, a time-compressed outro
+    is not found; `audioid serve --max-tempo-change 0` hands that to every worker."""
+    query = tmp_path / "tempo.wav"
+    sf.write(query, tempo_recording(library, "track4", 1.04), library.sr)
+    found = requests.post(f"{api}/identify", files={"file": upload(query)}).json()
+    assert (found["status"], found["label"], found["pitch"]) == ("match", "track4", 1.0)
+    with serving(index_copy(library, tmp_path), match_config=MatchConfig(max_tempo_change=0)) as url:
+        assert requests.post(f"{url}/identify", files={"file": upload(query)}).json()["status"] == "no_match"
+    proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(library.index), "--port", "0",
+                             "--workers", "2", "--max-tempo-change", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stderr.readline().split(" on ")[1].split()[0]
+        for _ in range(4):          # connections are shared out over both workers
+            r = requests.post(f"{url}/identify", files={"file": upload(query)}, timeout=60)
+            assert r.json()["status"] == "no_match"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    with pytest.raises(ValueError, match="unknown config"):
+        create_app(library.index, max_tempo_change=0)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")

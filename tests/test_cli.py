@@ -16,11 +16,12 @@ import soundfile as sf
 
 import audioid
 from audioid import synth
+from audioid.index.identify import MatchConfig
 from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader
 
-from conftest import SR, Library, audioid_command, cpu_ticks, outro_recording, run_cli
+from conftest import SR, Library, audioid_command, cpu_ticks, outro_recording, run_cli, tempo_recording
 
 
 def _jsonl(proc: subprocess.CompletedProcess) -> list[dict]:
@@ -225,6 +226,29 @@ def test_identify_jobs_2_matches_jobs_1(library, queries):
     one = _jsonl(run_cli("identify", "--index", library.index, *inputs))
     two = _jsonl(run_cli("identify", "--index", library.index, *inputs, "--jobs", "2"))
     assert one == two and len(one) == 7 and one[-1]["status"] == "error"
+
+
+def test_identify_search_options_reach_every_process(library, tmp_path):
+    """--max-tempo-change 0 searches no time compression, in this process and in --jobs workers alike; the
+    library takes the same as a MatchConfig."""
+    files = []
+    for k, label in enumerate(("track3", "track6")):
+        files.append(tmp_path / f"{label}-tempo.wav")
+        sf.write(files[-1], tempo_recording(library, label, 1.04, k), SR)
+    found = _jsonl(run_cli("identify", "--index", library.index, *files))
+    assert [(r["status"], r["label"], r["pitch"]) for r in found] == [("match", "track3", 1.0), ("match", "track6", 1.0)]
+    assert all(r["speed"] == pytest.approx(1.04, abs=0.006) for r in found)
+    for jobs in ("1", "2"):
+        off = _jsonl(run_cli("identify", "--index", library.index, *files, "--max-tempo-change", "0", "--jobs", jobs))
+        assert [r["status"] for r in off] == ["no_match", "no_match"], (jobs, off)
+    lib = audioid.identify(library.index, files, config=MatchConfig(max_tempo_change=0))
+    assert [r.status for r in lib] == ["no_match", "no_match"]
+    assert run_cli("identify", "--index", library.index, *files, "--max-speed-change", "0.5").returncode == 2
+    # The help's defaults are the library's.
+    helptext = " ".join(run_cli("identify", "--help").stdout.split())
+    defaults = MatchConfig()
+    assert f"[default: {defaults.max_tempo_change}]" in helptext.split("--max-tempo-change")[1].split("--")[0]
+    assert f"[default: {defaults.max_speed_change}]" in helptext.split("--max-speed-change")[1].split("--")[0]
 
 
 def _descendants(pid: int) -> set[int]:
