@@ -14,6 +14,9 @@ file: its clips are its windows) and a window number, and the product's vote (:f
 * **Prequential**: all clips arrive one at a time in a random order; each is predicted by the kNN over the clips
   labelled so far, then added with its label (what the index's drift report measures).  Accuracy is reported by
   how many labels the index held, averaged over ``--orders`` random orders.
+* ``--query-chain air``: the cross-validated run with every *test* clip passed through a station's air chain
+  (:func:`audioid.synth.air_chain`: EQ, fast multiband compression, a clipper) while the references stay as
+  recorded: how the vote holds up on broadcast captures of material that was indexed clean.
 * ``--dims 32,48,64,96,0``: cross-validated figures with transforms fitted on the tuning packages at each
   projection size (0: no projection), to choose the shipped ``out_dim``.
 
@@ -36,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fit_embedding_stats import (CORPUS, TUNING_PACKAGES, Example, embed_examples, load_clips,  # noqa: E402
                                  make_examples, tuning_examples)
 
+from audioid import synth  # noqa: E402
 from audioid.fingerprint.embedding import EmbeddingConfig, Standardizer, default_standardizer  # noqa: E402
 from audioid.index.classify import CLASSES, UNKNOWN, ClassifyConfig, classify  # noqa: E402
 from audioid.index.vectors import WINDOW_BITS, VectorSegment, build_faiss, search_segments, track_of  # noqa: E402
@@ -86,15 +90,17 @@ def vote(segments: list[VectorSegment], queries: np.ndarray, class_of: dict[int,
 
 
 def cross_validate(vecs: np.ndarray, ids: np.ndarray, labels: np.ndarray, folds: np.ndarray,
-                   cfg: ClassifyConfig, factory: str = "Flat") -> np.ndarray:
-    """Predicted label of every example by the references of the other folds."""
+                   cfg: ClassifyConfig, factory: str = "Flat", queries: np.ndarray | None = None) -> np.ndarray:
+    """Predicted label of every example by the references of the other folds (the example's own vector, or
+    its row of ``queries`` when given, is the query)."""
+    queries = vecs if queries is None else queries
     preds = np.empty(len(vecs), object)
     tracks = track_of(ids)
     for f in np.unique(folds):
         ref, test = folds != f, folds == f
         seg = VectorSegment(f"fold{f}", build_faiss(vecs[ref], ids[ref], factory))
         class_of = dict(zip(tracks[ref].tolist(), labels[ref].tolist()))
-        preds[test] = vote([seg], vecs[test], class_of, cfg)
+        preds[test] = vote([seg], queries[test], class_of, cfg)
     return preds
 
 
@@ -212,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix-seed", type=int, default=0, help="music partners and ratios of the 'both' clips")
     ap.add_argument("--orders", type=int, default=5, help="random arrival orders of the prequential run")
     ap.add_argument("--dims", help="comma-separated projection sizes to compare (0: none); skips the prequential run")
+    ap.add_argument("--query-chain", choices=["air"], help="pass the test clips through synth.air_chain; "
+                    "cross-validated run only")
     ap.add_argument("--factory", default="Flat", help="FAISS index_factory string of the reference segments")
     ap.add_argument("-k", type=int, help="override ClassifyConfig.k")
     ap.add_argument("--sharpness", type=float, help="override ClassifyConfig.sharpness")
@@ -249,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
 
     st = default_standardizer(cfg)
     vecs = st.transform(raw)
+    if args.query_chain:
+        chained = [replace(e, samples=synth.air_chain(e.samples, cfg.sample_rate)) for e in examples]
+        queries = st.transform(embed_examples(chained, cfg))
+        print(f"Test clips through the air chain; references as recorded. Shipped transform: {st.dim} -> "
+              f"{st.out_dim} dims.\n")
+        report_cv(examples, folds, labels, cross_validate(vecs, ids, labels, folds, vote_cfg, args.factory,
+                                                          queries))
+        return 0
     preds = cross_validate(vecs, ids, labels, folds, vote_cfg, args.factory)
     print(f"Shipped transform: {st.dim} -> {st.out_dim} dims.\n")
     report_cv(examples, folds, labels, preds)
