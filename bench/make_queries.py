@@ -501,7 +501,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--query-seconds", type=float, default=10.0)
     ap.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
-                    help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVE_CONDITIONS]))
+                    help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVE_CONDITIONS])
+                    + " [default: all but " + ", ".join(c for c in CONDITIONS if c not in DEFAULT_CONDITIONS) + "]")
     ap.add_argument("--unknown-fraction", type=float, default=0.2,
                     help="share of REFS music (whole groups) used as unknown music when --unknown is not given")
     ap.add_argument("--holdout", type=float, default=0.15,
