@@ -64,15 +64,12 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
 
 
 def outro_recording(lib: Library, label: str, seconds: float = 10.0, talk_seconds: float = 4.0,
-                    talk_seed: int = 0) -> np.ndarray:
-    """A broadcast-like recording: presenter talk, then the last ``seconds`` of ``label`` (its outro)."""
+                    talk_seed: int = 0, tempo: float = 1.0) -> np.ndarray:
+    """A broadcast-like recording: presenter talk, then the last ``seconds`` of ``label`` (its outro), played
+    ``tempo`` times as fast with its pitch kept (time compression) when ``tempo`` is not 1."""
     talk = synth.speech_like(talk_seed, talk_seconds, lib.sr)
-    return np.concatenate([talk, lib.tracks[label][-int(seconds * lib.sr):]])
-
-
-def tempo_recording(lib: Library, label: str, tempo: float, talk_seed: int = 0) -> np.ndarray:
-    """Presenter talk, then the last 10 s of ``label`` time-compressed to ``tempo`` with its pitch kept."""
-    return np.concatenate([synth.speech_like(talk_seed, 4.0, lib.sr), lib.at_tempo(label, tempo)[-10 * lib.sr:]])
+    track = lib.tracks[label] if tempo == 1.0 else lib.at_tempo(label, tempo)
+    return np.concatenate([talk, track[-int(seconds * lib.sr):]])
 
 
 def cpu_ticks(pid: int) -> int:

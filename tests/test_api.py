@@ -30,7 +30,7 @@ from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader, writer_lock
 
-from conftest import Library, audioid_command, cpu_ticks, outro_recording, run_cli, tempo_recording
+from conftest import Library, audioid_command, cpu_ticks, outro_recording, run_cli
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
@@ -392,19 +392,36 @@ def test_search_configuration(api: str, library: Library, tmp_path: Path) -> Non
     """A server searches as its MatchConfig says: with no time compression searched, a time-compressed outro
     is not found; `audioid serve --max-tempo-change 0` hands that to every worker."""
     query = tmp_path / "tempo.wav"
-    sf.write(query, tempo_recording(library, "track4", 1.04), library.sr)
+    sf.write(query, outro_recording(library, "track4", tempo=1.04), library.sr)
     found = requests.post(f"{api}/identify", files={"file": upload(query)}).json()
     assert (found["status"], found["label"], found["pitch"]) == ("match", "track4", 1.0)
     with serving(index_copy(library, tmp_path), match_config=MatchConfig(max_tempo_change=0)) as url:
         assert requests.post(f"{url}/identify", files={"file": upload(query)}).json()["status"] == "no_match"
     proc = subprocess.Popen([*audioid_command(), "serve", "--index", str(library.index), "--port", "0",
                              "--workers", "2", "--max-tempo-change", "0"], stderr=subprocess.PIPE, text=True)
+    held: list[http.client.HTTPConnection] = []
+    conns: dict[int, http.client.HTTPConnection] = {}
     try:
         url = proc.stderr.readline().split(" on ")[1].split()[0]
-        for _ in range(4):          # connections are shared out over both workers
-            r = requests.post(f"{url}/identify", files={"file": upload(query)}, timeout=60)
-            assert r.json()["status"] == "no_match"
+
+        def status(_: int) -> str:
+            return requests.post(f"{url}/identify", files={"file": upload(query)}, timeout=60).json()["status"]
+
+        with ThreadPoolExecutor(8) as pool:        # both workers up and busy
+            assert set(pool.map(status, range(8))) == {"no_match"}
+        time.sleep(0.5)                            # the workers see those connections closed
+        # Kept-open connections are shared out over the workers, and each stays with its own: one per worker.
+        host, port = url.split("//")[1].rsplit(":", 1)
+        for _ in range(4):
+            held.append(http.client.HTTPConnection(host, int(port), timeout=60))
+            conns.setdefault(stats_pid(held[-1]), held[-1])
+        assert len(conns) == 2
+        for conn in conns.values():
+            conn.request("POST", "/identify", body=query.read_bytes(), headers={"Content-Type": "audio/wav"})
+            assert json.loads(conn.getresponse().read())["status"] == "no_match"
     finally:
+        for conn in held:
+            conn.close()
         proc.terminate()
         assert proc.wait(timeout=60) == 0
     with pytest.raises(ValueError, match="unknown config"):

@@ -21,7 +21,7 @@ from audioid.index.parallel import usable_cores
 from audioid.index.result import FIELDS
 from audioid.index.store import IndexReader
 
-from conftest import SR, Library, audioid_command, cpu_ticks, outro_recording, run_cli, tempo_recording
+from conftest import SR, Library, audioid_command, cpu_ticks, outro_recording, run_cli
 
 
 def _jsonl(proc: subprocess.CompletedProcess) -> list[dict]:
@@ -234,7 +234,7 @@ def test_identify_search_options_reach_every_process(library, tmp_path):
     files = []
     for k, label in enumerate(("track3", "track6")):
         files.append(tmp_path / f"{label}-tempo.wav")
-        sf.write(files[-1], tempo_recording(library, label, 1.04, k), SR)
+        sf.write(files[-1], outro_recording(library, label, talk_seed=k, tempo=1.04), SR)
     found = _jsonl(run_cli("identify", "--index", library.index, *files))
     assert [(r["status"], r["label"], r["pitch"]) for r in found] == [("match", "track3", 1.0), ("match", "track6", 1.0)]
     assert all(r["speed"] == pytest.approx(1.04, abs=0.006) for r in found)

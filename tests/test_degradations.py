@@ -18,7 +18,7 @@ import soxr
 from audioid import synth
 from audioid.index.identify import Identifier
 
-from conftest import N_TRACKS, SR, Library, outro_recording, tempo_recording
+from conftest import N_TRACKS, SR, Library, outro_recording
 
 LABELS = [f"track{i}" for i in range(1, N_TRACKS + 1)]
 
@@ -67,8 +67,10 @@ CONDITIONS: dict[str, Callable[[Library, str, int], Query]] = {
     "speed-plus-2pct": lambda lib, lab, k: (
         _talk_then(lib, synth.change_speed(lib.tracks[lab], SR, 1.02)[-10 * SR:], k), SR, None, (1.02, 1.02)),
     # Broadcast time compression: tempo up, pitch kept.
-    "tempo-plus-4pct": lambda lib, lab, k: (tempo_recording(lib, lab, 1.04, k), SR, 128, (1.04, 1.0)),
-    "tempo-minus-3pct": lambda lib, lab, k: (tempo_recording(lib, lab, 0.97, k), SR, None, (0.97, 1.0)),
+    "tempo-plus-4pct": lambda lib, lab, k: (
+        outro_recording(lib, lab, talk_seed=k, tempo=1.04), SR, 128, (1.04, 1.0)),
+    "tempo-minus-3pct": lambda lib, lab, k: (
+        outro_recording(lib, lab, talk_seed=k, tempo=0.97), SR, None, (0.97, 1.0)),
     # A station's air chain (EQ, multiband compression, clipper) on the music, and on a voice over it: the
     # voice pumps the music's level syllable by syllable (the synthetic music suffers more from that than real
     # music, see bench/RESULTS.md).
