@@ -28,10 +28,10 @@ from audioid.index.verify import combined_p, verify  # noqa: E402
 def evidence(ident: Identifier, path: str, outro_seconds: float) -> dict | None:
     """Top candidate of one query as the identifier sees it before deciding, or None when there is none."""
     audio = ident.load_outro(path, outro_seconds)
-    peaks, cand = ident.candidate(audio.samples, audio.sample_rate)
+    spectrum, peaks, cand = ident.candidate(audio.samples, audio.sample_rate)
     if cand is None:
         return None
-    p = verify(peaks, cand, ident.reader.segments, ident.reader.config, ident.config.max_postings)
+    p = verify(peaks, spectrum, cand, ident.reader.segments, ident.reader.config, ident.config.max_postings)
     track = ident.reader.catalog.get(cand.track_id)
     return {"track_path": track.source_path if track else None, "votes": int(cand.votes),
             "false_alarms": float(cand.false_alarms), "p": p,

@@ -112,18 +112,33 @@ def log_spectrogram(y: np.ndarray, cfg: LandmarkConfig, bins: slice = slice(None
     return db
 
 
-def find_peaks(y: np.ndarray, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
-    """Pick up to ``peaks_per_s`` constellation peaks per second of ``y``, spread evenly over time.
+@dataclass(frozen=True)
+class Band:
+    """The log spectrogram (dB full scale, ``(frames, bins)``) over the FFT bins peaks are picked from, ``fmin_hz``
+    to ``fmax_hz`` plus one guard bin each side; column 0 is FFT bin ``first_bin``."""
+
+    db: np.ndarray
+    first_bin: int
+
+
+def peak_band(y: np.ndarray, cfg: LandmarkConfig) -> Band:
+    """The :class:`Band` of mono ``y`` (at ``cfg.sample_rate``) that :func:`find_peaks` picks peaks from."""
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
+    hi = min(cfg.n_fft // 2 - 1, int(np.floor(cfg.fmax_hz / bin_hz)))
+    return Band(log_spectrogram(y, cfg, slice(lo - 1, hi + 2)), lo - 1)  # guard bins: for interpolation
+
+
+def find_peaks(spectrum: Band, cfg: LandmarkConfig, peaks_per_s: float, neighbourhood: tuple[int, int]) -> Peaks:
+    """Pick up to ``peaks_per_s`` constellation peaks per second of a :func:`peak_band`, spread evenly over time.
 
     A peak is a local maximum of the log spectrogram over a ``(frames, bins)`` ``neighbourhood`` inside
     ``[fmin_hz, fmax_hz]``; peaks are ranked by their height above the local mean (whitening) plus
     ``cfg.level_weight`` times their level against a pink-noise slope, and the best ones of each one-second
     block are kept.
     """
+    band, lo = spectrum.db, spectrum.first_bin + 1
     bin_hz = cfg.sample_rate / cfg.n_fft
-    lo = max(1, int(np.ceil(cfg.fmin_hz / bin_hz)))
-    hi = min(cfg.n_fft // 2 - 1, int(np.floor(cfg.fmax_hz / bin_hz)))
-    band = log_spectrogram(y, cfg, slice(lo - 1, hi + 2))  # one guard bin each side for interpolation
     # Local maxima are sparse: find them first, then test and rank only those points.
     local_max = running_max(running_max(band, neighbourhood[0], 0), neighbourhood[1], 1)
     t, f = np.divmod(np.flatnonzero(band == local_max), band.shape[1])
@@ -267,7 +282,7 @@ def hash_fields(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def reference_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
     """The sparse peaks of a reference track, which :func:`reference_hashes` pairs."""
-    return find_peaks(y, cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins))
+    return find_peaks(peak_band(y, cfg), cfg, cfg.ref_peaks_per_s, (cfg.peak_time_frames, cfg.peak_freq_bins))
 
 
 def reference_pairs(peaks: Peaks, cfg: LandmarkConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -281,6 +296,9 @@ def reference_hashes(y: np.ndarray, cfg: LandmarkConfig) -> tuple[np.ndarray, np
     return reference_pairs(reference_peaks(y, cfg), cfg)
 
 
-def query_peaks(y: np.ndarray, cfg: LandmarkConfig) -> Peaks:
-    """Dense peaks of a query; hash them with :func:`pair_hashes` at ``cfg.query_fanout`` per speed hypothesis."""
-    return find_peaks(y, cfg, cfg.query_peaks_per_s, (cfg.query_peak_time_frames, cfg.query_peak_freq_bins))
+def query_peaks(y: np.ndarray | Band, cfg: LandmarkConfig) -> Peaks:
+    """Dense peaks of a query (mono samples or their :func:`peak_band`); hash them with :func:`pair_hashes` at
+    ``cfg.query_fanout`` per speed hypothesis."""
+    spectrum = y if isinstance(y, Band) else peak_band(y, cfg)
+    return find_peaks(spectrum, cfg, cfg.query_peaks_per_s, (cfg.query_peak_time_frames, cfg.query_peak_freq_bins))
+

@@ -1,5 +1,5 @@
 """Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision
-(weak candidates checked peak by peak, :mod:`index.verify`), plus the music / dialogue / both vote of the
+(weak candidates checked against the query's spectrum, :mod:`index.verify`), plus the music / dialogue / both vote of the
 outro's embedding."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..fingerprint.audio import Audio, AudioError, load, resample, trailing_silence
-from ..fingerprint.landmarks import Peaks, query_peaks
+from ..fingerprint.landmarks import Band, Peaks, peak_band, query_peaks
 from .classify import ClassifyConfig
 from .embeddings import Vote, classify_vectors, majority_class
 from .match import Candidate, match, speed_grid
@@ -168,12 +168,13 @@ class Identifier:
         return classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
                                 self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
 
-    def candidate(self, y: np.ndarray, sr: int) -> tuple[Peaks, Candidate | None]:
-        """The query peaks of mono samples ``y`` at ``sr`` and their best-voted track and offset, before any
-        decision (what :meth:`identify_samples` decides on)."""
+    def candidate(self, y: np.ndarray, sr: int) -> tuple[Band, Peaks, Candidate | None]:
+        """The query spectrum and peaks of mono samples ``y`` at ``sr`` and their best-voted track and offset,
+        before any decision (what :meth:`identify_samples` decides on)."""
         lcfg, mc = self.reader.config, self.config
-        peaks = query_peaks(resample(y, sr, lcfg.sample_rate), lcfg)
-        return peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
+        spectrum = peak_band(resample(y, sr, lcfg.sample_rate), lcfg)
+        peaks = query_peaks(spectrum, lcfg)
+        return spectrum, peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
                             speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
                             stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
                             first_hits=mc.first_hits, tempos=self.tempos)
@@ -181,13 +182,13 @@ class Identifier:
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
         lcfg, mc = self.reader.config, self.config
-        peaks, cand = self.candidate(y, sr)
+        spectrum, peaks, cand = self.candidate(y, sr)
         end_s = start_s + len(y) / sr
         base = Result(path=path, status="no_match", query_start_s=round(start_s, 3), query_end_s=round(end_s, 3))
         if cand is None:
             return base
         base.score = cand.votes
-        rejected, conf = decide(cand.false_alarms, lambda: verify(peaks, cand, self.reader.segments, lcfg,
+        rejected, conf = decide(cand.false_alarms, lambda: verify(peaks, spectrum, cand, self.reader.segments, lcfg,
                                                                   mc.max_postings), mc)
         if rejected:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match

@@ -1,15 +1,18 @@
-"""Peak-level verification of a landmark candidate: do the query's peaks line up with the reference's at the
-offset, speed and pitch its votes chose, beyond the peaks those votes already used?
+"""Spectrum-level verification of a landmark candidate: does the query show the reference's peaks at the offset,
+speed and pitch its votes chose, beyond the peaks those votes already used?
 
-A vote needs both peaks of a pair at exactly the hashed time delta and frequency cells; under loud noise many
-of a reference's peaks are still in the query (within a frame and a bin or two) while few whole pairs are.  The
-reference's strongest peaks (``LandmarkConfig.verify_peaks_per_s``, stored with its postings) in the query's
-span are counted where a query peak lies within +-1 frame and +-1.5 bins, leaving out those the candidate's
-votes were made of (they agree by construction).  Under the null of a chance alignment, each of them is hit
-with the probability that a query peak of its frequency falls within +-1 frame at a random time (the query's own
-frequency profile, so that music sharing a key or an instrument with the reference does not count as
-evidence); the count's Poisson tail is the p-value.  On real music and speech not in the index it behaves as a
-p-value should (the smallest of 400 was 9e-4, bench/RESULTS.md).
+A vote needs both peaks of a pair among the query's strongest peaks (``query_peaks_per_s``), at exactly the
+hashed time delta and frequency cells.  Under a louder voice most of those are the voice's, yet the music's
+partials are still in the query's spectrum, as lesser maxima between the voice's harmonics.  So the reference's
+strongest peaks (``LandmarkConfig.verify_peaks_per_s``, stored with its postings) in the query's span are looked
+up among the query's *partials*: its strongest local maxima over +-2 frames and +-4 bins (16 Hz), ranked as
+peaks are (:func:`fingerprint.landmarks.find_peaks`), 150 a second, about three times its peaks.  A reference
+peak is found when a partial lies within +-1 frame and +-1 bin of it; those the candidate's votes were made of
+are left out (they agree by construction).  Under the null of a chance alignment, a reference peak is found with
+the probability that a random frame of the query has a partial that near its frequency (the query's own
+profile, so that music sharing a key or an instrument with the reference does not count as evidence); the
+count's Poisson tail is the p-value.  On real music and speech not in the index it behaves as a p-value should,
+and music under a voice 12 dB louder gets a small one (bench/RESULTS.md).
 
 The check leaves out the peaks the votes used, so its p-value and the votes' own evidence are close to
 independent, and :func:`combined_p` joins them: a candidate the votes narrowly reject needs less from its peaks.
@@ -22,31 +25,31 @@ from typing import Sequence
 import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
-from ..fingerprint.landmarks import Peaks, hash_fields, pair_hashes
+from ..fingerprint.landmarks import Band, Peaks, find_peaks, hash_fields, pair_hashes, running_max
 from .match import Candidate, poisson_sf
 from .postings import Segment
 
-# Tolerances: time in frames, frequency in FFT bins.
-_DT, _DF = 1, 1.5
+# The query's partials: the strongest local maxima of its spectrum over (frames, bins) neighbourhoods, this many
+# a second.  A reference peak is found when one lies within _DT frames and _DF bins of it.
+_PARTIALS_PER_S = 150.0
+_NEIGHBOURHOOD = (5, 9)
+_DT, _DF = 1, 1
 
 
-def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: LandmarkConfig,
+def verify(query: Peaks, spectrum: Band, cand: Candidate, segments: Sequence[Segment], cfg: LandmarkConfig,
            max_postings: int) -> float | None:
-    """P-value of ``cand``'s alignment being chance, from the reference peaks its votes did not use; None when
-    its segment stores no verification peaks (an index built before they existed), the query has none, or the
-    votes used every reference peak of the span (a short clean query: nothing is left to check, which is no
-    evidence either way)."""
+    """P-value of ``cand``'s alignment being chance, from the reference peaks its votes did not use, looked up in
+    the query's spectrum (``query`` are the peaks the votes came from, ``spectrum`` their :func:`peak_band`);
+    None when its segment stores no verification peaks (an index built before they existed), the query has no
+    peaks, or the votes used every reference peak of the span (a short clean query: nothing is left to check,
+    which is no evidence either way)."""
     seg = segments[cand.segment]
     start, count = (int(x) for x in seg.tracks[cand.track_row][:2])
-    if not len(query):
+    frames, bins = spectrum.db.shape
+    if not len(query) or not frames:
         return None
-    # Query frames on the reference's frame grid, as the votes placed them: at another speed, +-1 frame around
-    # the unrounded time would cover two reference frames where the chance model below counts three.
-    tq = np.rint(query.time.astype(np.float64) * cand.speed)
-    fq = query.freq.astype(np.float64) / cand.pitch
-    span = float(tq.max()) + 1.0
     lo = start + cand.offset_frames
-    got = seg.peaks_between(max(lo, start), min(lo + int(np.ceil(span)), start + count))
+    got = seg.peaks_between(max(lo, start), min(lo + int(np.ceil(frames * cand.speed)), start + count))
     if got is None:
         return None
     rt, rf = got[0].astype(np.float64) - lo, got[1].astype(np.float64)
@@ -62,12 +65,20 @@ def verify(query: Peaks, cand: Candidate, segments: Sequence[Segment], cfg: Land
         used = ((np.abs(rt[:, None] - used_t[None, :]) <= _DT)
                 & (np.abs(rf[:, None] - used_f[None, :]) <= cfg.freq_quant)).any(axis=1)
         rt, rf = rt[~used], rf[~used]
-    if not len(rt):
+    # The reference peaks on the query's grid: its frames run `speed` times as fast, its frequencies at `pitch`.
+    qt = np.rint(rt / cand.speed).astype(np.intp)
+    qb = np.rint(rf * cand.pitch).astype(np.intp) - spectrum.first_bin
+    inside = (qt >= 0) & (qt < frames) & (qb >= 0) & (qb < bins)
+    if not inside.any():
         return None
-    near_f = np.abs(rf[:, None] - fq[None, :]) <= _DF                      # (reference peaks, query peaks)
-    hits = int((near_f & (np.abs(rt[:, None] - tq[None, :]) <= _DT)).any(axis=1).sum())
-    chance = np.minimum(1.0, near_f.sum(axis=1) * (2 * _DT + 1) / span)
-    return poisson_sf(hits, float(chance.sum()))
+    qt, qb = qt[inside], qb[inside]
+    # Where one of the query's partials lies within the tolerance; a column's mean is the chance of a hit there
+    # at a random frame.
+    partials = find_peaks(spectrum, cfg, _PARTIALS_PER_S, _NEIGHBOURHOOD)
+    marks = np.zeros((frames, bins), bool)
+    marks[partials.time.astype(np.intp), np.rint(partials.freq).astype(np.intp) - spectrum.first_bin] = True
+    near = running_max(running_max(marks, 2 * _DT + 1, 0), 2 * _DF + 1, 1)
+    return poisson_sf(int(np.count_nonzero(near[qt, qb])), float(near.mean(axis=0)[qb].sum()))
 
 
 def combined_p(false_alarms: float, p: float) -> float:

@@ -158,17 +158,16 @@ def test_a_silent_file_is_no_match(ident, tmp_path):
     assert r.status == "no_match" and r.error is None
 
 
-def test_strong_votes_survive_a_peak_check_that_pumping_defeats(library, ident):
-    """A voice as loud as the music, through the air chain: the compressor moves the music's peaks by a frame
-    or two, so the peak-by-peak check finds no more than chance, while the votes are far beyond it.  Votes and
-    check together clear the bar that rescues weak candidates, so the check does not veto the match."""
-    from audioid.index.verify import combined_p, verify
+def test_a_voice_as_loud_as_the_music_through_the_air_chain(library, ident):
+    """The compressor pumps the music under the voice and moves its peaks by a frame or two: the votes are weak
+    and the check of the reference's peaks among the query's partials must not contradict them (with only the
+    query's own peaks to look at, it found no more than chance here, p > 0.5)."""
+    from audioid.index.verify import verify
 
     y = synth.air_chain(_voice_over(library, "track8", 7, 0.0), SR)[-10 * SR:]
-    peaks, cand = ident.candidate(y, SR)
+    spectrum, peaks, cand = ident.candidate(y, SR)
     mc = ident.config
-    p = verify(peaks, cand, ident.reader.segments, ident.reader.config, mc.max_postings)
-    assert mc.stop_false_alarms <= cand.false_alarms < mc.max_false_alarms and p > mc.veto_p
-    assert combined_p(cand.false_alarms, p) < mc.rescue_p
+    p = verify(peaks, spectrum, cand, ident.reader.segments, ident.reader.config, mc.max_postings)
+    assert mc.stop_false_alarms <= cand.false_alarms < mc.max_false_alarms and p < mc.veto_p
     r = ident.identify_samples(y, SR)
     assert (r.status, r.label) == ("match", "track8")

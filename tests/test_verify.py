@@ -12,7 +12,7 @@ import soundfile as sf
 from audioid import synth
 from audioid.fingerprint.audio import load, resample
 from audioid.fingerprint.config import LandmarkConfig
-from audioid.fingerprint.landmarks import query_peaks, reference_peaks, strongest
+from audioid.fingerprint.landmarks import peak_band, query_peaks, reference_peaks, strongest
 from audioid.index import build
 from audioid.index.build import add_to_index, build_index, remove_from_index
 from audioid.index.check import check_index
@@ -99,14 +99,15 @@ def _noisy(refs: Path, label: str, snr_db: float, seed: int) -> np.ndarray:
 
 def test_the_true_offset_lines_up_and_a_wrong_one_does_not(index, refs):
     reader = IndexReader(str(index))
-    peaks = query_peaks(resample(_noisy(refs, "song1", -10.0, 1), SR, CFG.sample_rate), CFG)
+    spectrum = peak_band(resample(_noisy(refs, "song1", -10.0, 1), SR, CFG.sample_rate), CFG)
+    peaks = query_peaks(spectrum, CFG)
     cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
                  overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
     assert reader.catalog.get(cand.track_id).label == "song1"
-    assert verify(peaks, cand, reader.segments, CFG, 4000) < 1e-5
+    assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) < 1e-5
     for shift in (-150, 90, 200):
         elsewhere = replace(cand, offset_frames=cand.offset_frames + shift)
-        assert verify(peaks, elsewhere, reader.segments, CFG, 4000) > 1e-3
+        assert verify(peaks, spectrum, elsewhere, reader.segments, CFG, 4000) > 1e-3
 
 
 def test_a_time_compressed_match_is_checked_at_its_own_pitch(index):
@@ -114,14 +115,15 @@ def test_a_time_compressed_match_is_checked_at_its_own_pitch(index):
     reader = IndexReader(str(index))
     outro = synth.music_track(103, 25.0 / 1.04, SR, tempo=1.04)[-10 * SR:]   # song3, 4 % faster, pitch kept
     y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
-    peaks = query_peaks(resample(y, SR, CFG.sample_rate), CFG)
+    spectrum = peak_band(resample(y, SR, CFG.sample_rate), CFG)
+    peaks = query_peaks(spectrum, CFG)
     cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
                  overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed,
                  tempos=speed_grid(0.04, 0.005))
     assert reader.catalog.get(cand.track_id).label == "song3"
     assert cand.pitch == 1.0 and cand.speed == pytest.approx(1.04, abs=0.006)
-    assert verify(peaks, cand, reader.segments, CFG, 4000) < 1e-3
-    assert verify(peaks, replace(cand, pitch=cand.speed), reader.segments, CFG, 4000) > 0.5
+    assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) < 1e-3
+    assert verify(peaks, spectrum, replace(cand, pitch=cand.speed), reader.segments, CFG, 4000) > 0.5
 
 
 def test_a_speed_changed_match_is_checked_on_the_references_frame_grid(index):
@@ -133,12 +135,13 @@ def test_a_speed_changed_match_is_checked_on_the_references_frame_grid(index):
     for seed in range(101, 105):
         outro = synth.change_speed(synth.music_track(seed, 25.0, SR), SR, 1.02)[-10 * SR:]
         y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
-        peaks = query_peaks(resample(y, SR, CFG.sample_rate), CFG)
+        spectrum = peak_band(resample(y, SR, CFG.sample_rate), CFG)
+        peaks = query_peaks(spectrum, CFG)
         cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=speed_grid(0.03, 0.005),
                      max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
         assert reader.catalog.get(cand.track_id).label == f"song{seed - 100}"
         assert cand.speed == pytest.approx(1.02)
-        p_values.append(verify(peaks, cand, reader.segments, CFG, 4000))
+        p_values.append(verify(peaks, spectrum, cand, reader.segments, CFG, 4000))
     assert np.median(p_values) < 0.01, p_values
 
 
@@ -147,11 +150,12 @@ def test_nothing_left_to_check_is_no_evidence(index, refs):
     (None), rather than a p-value of 1 that would veto a true match."""
     reader = IndexReader(str(index))
     y = load(str(refs / "song3.wav"), CFG.sample_rate).samples[8 * CFG.sample_rate: 11 * CFG.sample_rate]
-    peaks = query_peaks(y, CFG)
+    spectrum = peak_band(y, CFG)
+    peaks = query_peaks(spectrum, CFG)
     cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
                  overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
     assert reader.catalog.get(cand.track_id).label == "song3"
-    assert verify(peaks, cand, reader.segments, CFG, 4000) is None
+    assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) is None
 
 
 def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp_path):
@@ -174,8 +178,8 @@ def test_a_narrow_rejection_counts_towards_the_peak_check(index, refs):
     """Votes narrowly short and a peak check short of verify_p on its own: together they name the track."""
     checked = Identifier.open(index)
     noisy = _noisy(refs, "song2", -8.0, 1)
-    peaks, cand = checked.candidate(noisy, SR)
-    p = verify(peaks, cand, checked.reader.segments, CFG, 4000)
+    spectrum, peaks, cand = checked.candidate(noisy, SR)
+    p = verify(peaks, spectrum, cand, checked.reader.segments, CFG, 4000)
     mc = checked.config
     assert mc.max_false_alarms <= cand.false_alarms < 1.0 and p > mc.verify_p       # each alone falls short
     votes_only = Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
