@@ -20,8 +20,8 @@ from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .parallel import ordered_map
 from .postings import track_gap, write_segment
 from .sources import ReferenceSpec
-from .store import (IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest, now_iso,
-                    read_manifest, write_manifest, writer_lock)
+from .store import (LOCK, MANIFEST, IndexReader, IndexStoreError, NoSuchTrackError, collect_garbage, new_manifest,
+                    now_iso, read_manifest, write_manifest, writer_lock)
 from .vectors import VectorSegment, track_of, vector_ids, write_vectors
 
 
@@ -271,7 +271,8 @@ def build_index(specs: Sequence[ReferenceSpec], path: str, *, config: LandmarkCo
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise IndexStoreError(f"{path}: exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(os.path.join(path, "MANIFEST.json")):
+    # A folder holding only the writer's lock is what an interrupted first build leaves: it is still empty.
+    if os.path.isdir(path) and set(os.listdir(path)) - {LOCK} and not os.path.exists(os.path.join(path, MANIFEST)):
         raise IndexStoreError(f"{path}: folder is not empty and not an ml-audio-id index; refusing to write there")
     with writer_lock(path):
         try:

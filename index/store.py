@@ -37,6 +37,7 @@ from .vectors import VectorSegment
 FORMAT_NAME = "ml-audio-id-index"
 FORMAT_VERSION = 2
 MANIFEST = "MANIFEST.json"
+LOCK = "LOCK"
 
 
 class IndexStoreError(Exception):
@@ -124,7 +125,7 @@ def now_iso() -> str:
 def writer_lock(path: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the index's writer lock; a second writer waits up to ``wait_s`` seconds, then fails clearly."""
     os.makedirs(path, exist_ok=True)
-    fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_s
         while True:

@@ -320,6 +320,19 @@ def test_check_and_the_next_write_agree_on_leftovers(refs, tmp_path, write):
     assert check_index(str(idx)).warnings == []
 
 
+def test_a_first_build_interrupted_can_be_run_again(refs, tmp_path):
+    """Ctrl-C during the first build leaves the writer's LOCK alone in the folder: that is not a foreign folder."""
+    def interrupt(_analysis):
+        raise KeyboardInterrupt
+
+    idx = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(reference_specs(str(refs)), idx, jobs=1, progress=interrupt)
+    assert os.listdir(idx) == ["LOCK"]
+    build_index(reference_specs(str(refs))[:2], idx, jobs=1)
+    assert IndexReader(str(idx)).catalog.count() == 2
+
+
 def test_foreign_folder_and_future_format_are_refused(refs, tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
