@@ -12,7 +12,8 @@ import numpy as np
 #: Columns every truth file starts with; further columns are optional details of how a query was made.
 TRUTH_FIELDS = ("query_path", "reference_path", "condition")
 #: Conditions whose queries must not match anything.
-NEGATIVE_CONDITIONS = ("unknown_music", "speech_only", "unknown_synth")
+NEGATIVE_CONDITIONS = ("unknown_music", "speech_only", "unknown_synth", "unknown_speech_m6db",
+                       "unknown_speech_m12db")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ For every reference excerpt (a random offset inside a random reference track) on
 written, so conditions are paired: they differ only by the degradation.  Negatives are cuts of music that is not
 in the reference set, cuts of real speech, and cuts of synthesized music (``unknown_synth``: equal-tempered tones
 over drum patterns from :func:`audioid.synth.music_track`, a lattice of pitches and beats that real music shares
-more with itself than noise does).  Everything is deterministic for a given ``--seed``.
+more with itself than noise does); by name, also unknown music under a louder voice (``unknown_speech_m6db``,
+``unknown_speech_m12db``).  Everything is deterministic for a given ``--seed``.
 
 Usage::
 
@@ -338,8 +339,14 @@ def _stretch(conditions: Sequence[str]) -> float:
     return max([SPEED, *(CONDITIONS[c].speed for c in conditions)])
 
 
-#: What a set holds when --conditions is not given: the issue's conditions and every negative.
-DEFAULT_CONDITIONS = (*[name for name, c in CONDITIONS.items() if c.default], *NEGATIVE_CONDITIONS)
+#: Negatives by name only: unknown music under a voice this many dB louder (music-to-speech), as a host talks
+#: over a bed that is in no index; the check of weak candidates looks for music among a voice's partials, so
+#: these are where a false match would show first.
+UNKNOWN_UNDER_SPEECH = {"unknown_speech_m6db": -6.0, "unknown_speech_m12db": -12.0}
+
+#: What a set holds when --conditions is not given: the issue's conditions and the plain negatives.
+DEFAULT_CONDITIONS = (*[name for name, c in CONDITIONS.items() if c.default],
+                      *[c for c in NEGATIVE_CONDITIONS if c not in UNKNOWN_UNDER_SPEECH])
 
 
 # ------------------------------------------------------------------------------------------------------- planning
@@ -446,10 +453,16 @@ def run_job(job: Job) -> list[dict]:
                      source_offset_s=round(offset, 3))]
     need = job.seconds * (_stretch(job.conditions) if job.kind == "positive" else 1.0) + 0.05
     offset, music, sr = pick_music_cut(job.source, need, rng)
-    if job.kind == "unknown_music":
-        row = _write(job, "unknown_music", music[: int(job.seconds * sr)], sr, 128, None)
+    if job.kind == "unknown_music" or job.kind in UNKNOWN_UNDER_SPEECH:
+        cut = Cut(music=music, sr=sr, seconds=job.seconds)
+        speech_info = {}
+        if job.kind in UNKNOWN_UNDER_SPEECH:
+            sp_path, sp_off, cut.speech, cut.speech_rms = pick_speech_cut(job.speech, job.seconds, sr, rng)
+            speech_info = {"speech_path": sp_path, "speech_offset_s": round(sp_off, 3)}
+        y = _mix_speech(cut, UNKNOWN_UNDER_SPEECH[job.kind]) if speech_info else cut.head()
+        row = _write(job, job.kind, y, sr, 128, None)
         return [dict(row, reference_path="", source_path=job.source.path, source_offset_s=round(offset, 3),
-                     group=job.source.group)]
+                     group=job.source.group, **speech_info)]
     cut = Cut(music=music, sr=sr, seconds=job.seconds)
     speech_info: dict = {}
     if any(CONDITIONS[c].needs_speech for c in job.conditions):
@@ -502,7 +515,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--query-seconds", type=float, default=10.0)
     ap.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
                     help="comma-separated subset of: " + ", ".join([*CONDITIONS, *NEGATIVE_CONDITIONS])
-                    + " [default: all but " + ", ".join(c for c in CONDITIONS if c not in DEFAULT_CONDITIONS) + "]")
+                    + " [default: all but " + ", ".join(c for c in [*CONDITIONS, *NEGATIVE_CONDITIONS]
+                                                        if c not in DEFAULT_CONDITIONS) + "]")
     ap.add_argument("--unknown-fraction", type=float, default=0.2,
                     help="share of REFS music (whole groups) used as unknown music when --unknown is not given")
     ap.add_argument("--holdout", type=float, default=0.15,
@@ -539,11 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     speech = tuple(s for s in speech if s.duration_s > 0)
     if not refs:
         sys.exit("error: no reference music left after the split")
-    needs_speech = "speech_only" in conditions or any(CONDITIONS[c].needs_speech for c in positives)
+    under_speech = [c for c in conditions if c in UNKNOWN_UNDER_SPEECH]
+    needs_speech = ("speech_only" in conditions or bool(under_speech)
+                    or any(CONDITIONS[c].needs_speech for c in positives))
     if needs_speech and not speech:
         sys.exit("error: speech conditions asked for but no speech found (use --speech)")
-    if "unknown_music" in conditions and not unknown:
-        sys.exit("error: unknown_music asked for but no unknown music (use --unknown or --unknown-fraction)")
+    if ("unknown_music" in conditions or under_speech) and not unknown:
+        sys.exit("error: unknown music asked for but there is none (use --unknown or --unknown-fraction)")
 
     n = args.per_condition
     common = dict(out_dir=out_dir, seconds=args.query_seconds, seed=seed, speech=speech)
@@ -552,8 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = []
     if positives:
         jobs += [Job("positive", i, refs[ref_order[i % len(refs)]], positives, **common) for i in range(n)]
-    if "unknown_music" in conditions:
-        jobs += [Job("unknown_music", i, unknown[unk_order[i % len(unknown)]], (), **common) for i in range(n)]
+    for kind in ("unknown_music", *under_speech):
+        if kind in conditions:
+            jobs += [Job(kind, i, unknown[unk_order[i % len(unknown)]], (), **common) for i in range(n)]
     for kind in ("speech_only", "unknown_synth"):
         if kind in conditions:
             jobs += [Job(kind, i, None, (), **common) for i in range(n)]

@@ -41,7 +41,8 @@ class MatchConfig:
         How much more often random votes pile up than independent votes would (fitted on real music and
         speech that are not in the index; see ``match.false_alarms``).
     max_false_alarms : float
-        A pile is a match when fewer than this many random piles of its size are expected.
+        A pile is a match when fewer than this many random piles of its size are expected, and the check
+        below, where it runs, does not contradict it.
     stop_false_alarms : float
         Stop trying further speeds and tempos once a pile is this significant.
     window_s, hop_s : float
@@ -53,14 +54,11 @@ class MatchConfig:
         Postings per query hash that the first, rarest-hashes-only look at normal speed may retrieve; a match
         that clears ``stop_false_alarms`` there is decided without the common hashes (0 = always look at all).
     verify_p : float
-        A candidate the votes reject is still a match when its peaks, checked one by one at the voted offset
-        (:mod:`index.verify`), line up with a p-value below this (0 = never), or with a larger one that
-        together with the votes' false-alarm expectation is as significant (:func:`index.verify.combined_p`):
-        the votes of a narrowly rejected candidate count too.
-    veto_p : float
-        A match the votes accept only weakly (false-alarm expectation between ``stop_false_alarms`` and
-        ``max_false_alarms``) is rejected when that check's p-value is above this (its peaks line up no better
-        than chance) and the two together are short of ``rescue_p`` (1 = never).
+        Votes short of ``stop_false_alarms`` are checked: the reference's peaks, one by one at the voted offset
+        (:mod:`index.verify`), must be found with a p-value that together with the votes' false-alarm
+        expectation (:func:`index.verify.combined_p`) is as significant as this p-value alone (``rescue_p``).
+        So a candidate the votes narrowly reject can still be a match, and one they narrowly accept is dropped
+        when the check does not bear it out (0 = no check: the votes decide alone).
     skip_silence_s, max_silence_s : float
         An outro is the last seconds of *sound*: trailing silence of at least ``skip_silence_s`` (0 = never) is
         left out, unless it lasts ``max_silence_s`` or more: then the file's last seconds are analysed as they
@@ -79,13 +77,12 @@ class MatchConfig:
     max_query_s: float = 60.0
     first_hits: float = 3.0
     verify_p: float = 1e-5
-    veto_p: float = 0.5
     skip_silence_s: float = 1.0
     max_silence_s: float = 600.0
 
     @property
     def rescue_p(self) -> float:
-        """The combined p-value (:func:`index.verify.combined_p`) below which a rejected candidate is a match:
+        """The combined p-value (:func:`index.verify.combined_p`) below which a checked candidate is a match:
         what ``verify_p`` gives with no evidence from the votes."""
         return combined_p(1.0, self.verify_p)
 
@@ -96,27 +93,25 @@ def confidence(false_alarms: float, threshold: float) -> float:
 
 
 def decide(false_alarms: float, check: Callable[[], float | None], mc: MatchConfig) -> tuple[bool, float]:
-    """Whether a candidate is rejected, and the confidence in that decision's answer (match or no match), from
+    """Whether a candidate is rejected, and the confidence that it is a match (0.5 at the decision's bar), from
     its votes' false-alarm expectation and, where those are not decisive, ``check()``: the peak-by-peak
     check's p-value (:func:`index.verify.verify`; None when it has nothing to check).
 
-    Votes below ``stop_false_alarms`` decide alone.  Otherwise the check runs: a candidate the votes reject is
-    rescued when the check and the votes together reach ``rescue_p``; one they accept is vetoed when its peaks
-    line up no better than chance (p above ``veto_p``) and the two together fall short of that same bar.
+    Votes below ``stop_false_alarms`` decide alone, and so do the votes (against ``max_false_alarms``) when the
+    check has nothing to say.  Otherwise votes and check decide together: a match when their combined p-value
+    reaches ``rescue_p``, whichever side of ``max_false_alarms`` the votes fell.  Every candidate that is not
+    decided by overwhelming votes thus passes one bar, and unknown audio is matched by chance at about that
+    rate (``rescue_p`` per query), not at the votes' own (``max_false_alarms``).
     """
     conf = confidence(false_alarms, mc.max_false_alarms)
     rejected = false_alarms >= mc.max_false_alarms
-    if not rejected and false_alarms < mc.stop_false_alarms:
-        return False, conf
+    if false_alarms < mc.stop_false_alarms or not mc.verify_p:
+        return rejected, conf
     p = check()
     if p is None:
         return rejected, conf
     both = combined_p(false_alarms, p)
-    if rejected and both < mc.rescue_p:
-        return False, confidence(both, mc.rescue_p)
-    if not rejected and p > mc.veto_p and both >= mc.rescue_p:
-        return True, 0.5 * (1.0 - p)           # the check's doubt, not the votes' confidence
-    return rejected, conf
+    return both >= mc.rescue_p, confidence(both, mc.rescue_p)
 
 
 class Identifier:

@@ -159,15 +159,15 @@ def test_a_silent_file_is_no_match(ident, tmp_path):
 
 
 def test_a_voice_as_loud_as_the_music_through_the_air_chain(library, ident):
-    """The compressor pumps the music under the voice and moves its peaks by a frame or two: the votes are weak
-    and the check of the reference's peaks among the query's partials must not contradict them (with only the
-    query's own peaks to look at, it found no more than chance here, p > 0.5)."""
+    """The compressor pumps the music under the voice and moves its peaks by a frame or two: the votes are weak,
+    and the check finds more of the reference's peaks among the query's partials than chance would (with only
+    the query's own peaks to look at, it found no more than chance here, p > 0.5)."""
     from audioid.index.verify import verify
 
     y = synth.air_chain(_voice_over(library, "track8", 7, 0.0), SR)[-10 * SR:]
     spectrum, peaks, cand = ident.candidate(y, SR)
     mc = ident.config
     p = verify(peaks, spectrum, cand, ident.reader.segments, ident.reader.config, mc.max_postings)
-    assert mc.stop_false_alarms <= cand.false_alarms < mc.max_false_alarms and p < mc.veto_p
+    assert mc.stop_false_alarms <= cand.false_alarms < mc.max_false_alarms and p < 0.5
     r = ident.identify_samples(y, SR)
     assert (r.status, r.label) == ("match", "track8")

@@ -16,7 +16,7 @@ from audioid.fingerprint.landmarks import peak_band, query_peaks, reference_peak
 from audioid.index import build
 from audioid.index.build import add_to_index, build_index, remove_from_index
 from audioid.index.check import check_index
-from audioid.index.identify import Identifier, MatchConfig, decide
+from audioid.index.identify import Identifier, MatchConfig, confidence, decide
 from audioid.index.match import match, speed_grid
 from audioid.index.postings import Segment, write_segment
 from audioid.index.sources import reference_specs
@@ -147,7 +147,7 @@ def test_a_speed_changed_match_is_checked_on_the_references_frame_grid(index):
 
 def test_nothing_left_to_check_is_no_evidence(index, refs):
     """A short clean excerpt's votes can use every stored peak of its span: the check then has no answer
-    (None), rather than a p-value of 1 that would veto a true match."""
+    (None), rather than a p-value of 1 that would drop a true match."""
     reader = IndexReader(str(index))
     y = load(str(refs / "song3.wav"), CFG.sample_rate).samples[8 * CFG.sample_rate: 11 * CFG.sample_rate]
     spectrum = peak_band(y, CFG)
@@ -159,7 +159,7 @@ def test_nothing_left_to_check_is_no_evidence(index, refs):
 
 
 def test_weak_true_matches_are_rescued_and_unknown_audio_is_not(index, refs, tmp_path):
-    checked, votes_only = Identifier.open(index), Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
+    checked, votes_only = Identifier.open(index), Identifier.open(index, MatchConfig(verify_p=0.0))
     noisy = _noisy(refs, "song1", -10.0, 1)                  # the votes alone reject it
     assert votes_only.identify_samples(noisy, SR).status == "no_match"
     r = checked.identify_samples(noisy, SR)
@@ -182,7 +182,7 @@ def test_a_narrow_rejection_counts_towards_the_peak_check(index, refs):
     p = verify(peaks, spectrum, cand, checked.reader.segments, CFG, 4000)
     mc = checked.config
     assert mc.max_false_alarms <= cand.false_alarms < 1.0 and p > mc.verify_p       # each alone falls short
-    votes_only = Identifier.open(index, MatchConfig(verify_p=0.0, veto_p=1.0))
+    votes_only = Identifier.open(index, MatchConfig(verify_p=0.0))
     assert votes_only.identify_samples(noisy, SR).status == "no_match"
     r = checked.identify_samples(noisy, SR)
     assert (r.status, r.label) == ("match", "song2") and 0.5 < r.confidence <= 1.0
@@ -215,22 +215,26 @@ def test_check_reports_verification_peaks_outside_the_tracks(refs, tmp_path):
     assert not rep.ok and any("verification peaks lie outside" in e for e in rep.errors), rep.errors
 
 
-def test_the_check_rescues_and_vetoes_by_the_same_bar():
+def test_votes_and_check_pass_one_bar():
     mc = MatchConfig()
 
     def never() -> float:
-        raise AssertionError("decisive votes need no check")
+        raise AssertionError("decisive votes, or no check configured, need no check")
 
     assert decide(1e-12, never, mc)[0] is False                       # decisive votes
     assert decide(3e-8, lambda: 0.6, mc)[0] is False                  # strong votes, chance-level peaks: kept
-    assert decide(2e-4, lambda: 0.6, mc) == (True, pytest.approx(0.2))  # weak votes, chance-level peaks: vetoed
-    assert decide(2e-4, lambda: 0.3, mc)[0] is False                  # peaks better than veto_p
+    rejected, conf = decide(2e-4, lambda: 0.6, mc)                    # weak votes, chance-level peaks: dropped
+    assert rejected and conf == pytest.approx(confidence(combined_p(2e-4, 0.6), mc.rescue_p))
+    assert decide(9.1e-4, lambda: 0.12, mc)[0] is True                # unknown music under a voice (a real case)
+    assert decide(2e-4, lambda: 0.01, mc)[0] is False                 # weak votes the peaks bear out
     assert decide(2e-4, lambda: None, mc)[0] is False                 # nothing to check: the votes decide
     assert decide(5e-3, lambda: 1e-6, mc)[0] is False                 # rejected votes, rescued by the peaks
     assert decide(5e-3, lambda: 0.1, mc)[0] is True
     assert decide(5e-3, lambda: None, mc)[0] is True
-    # Where the veto stops, for a chance-level check (p 0.9): votes and check together reach rescue_p (1.25e-4)
-    # up to false alarms of about 1e-5 (combined 1.1e-4 there, 3.1e-4 at 3e-5).
+    votes_only = MatchConfig(verify_p=0.0)
+    assert decide(2e-4, never, votes_only)[0] is False and decide(5e-3, never, votes_only)[0] is True
+    # For a chance-level check (p 0.9), votes and check together reach rescue_p (1.25e-4) up to false alarms of
+    # about 1e-5 (combined 1.1e-4 there, 3.1e-4 at 3e-5).
     assert [decide(e, lambda: 0.9, mc)[0] for e in (1e-6, 1e-5, 3e-5, 1e-4)] == [False, False, True, True]
 
 
