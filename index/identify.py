@@ -1,6 +1,6 @@
 """Identify queries against an index: outro window (or whole file) -> landmark match -> calibrated decision
-(weak candidates checked against the query's spectrum, :mod:`index.verify`), plus the music / dialogue / both vote of the
-outro's embedding."""
+(weak candidates checked against the query's spectrum, :mod:`index.verify`), plus the music / dialogue / both
+vote of the outro's embedding."""
 from __future__ import annotations
 
 import math
@@ -41,8 +41,8 @@ class MatchConfig:
         How much more often random votes pile up than independent votes would (fitted on real music and
         speech that are not in the index; see ``match.false_alarms``).
     max_false_alarms : float
-        A pile is a match when fewer than this many random piles of its size are expected, and the check
-        below, where it runs, does not contradict it.
+        A pile is a match when fewer than this many random piles of its size are expected (where the check
+        below runs, votes and check decide together).
     stop_false_alarms : float
         Stop trying further speeds and tempos once a pile is this significant.
     window_s, hop_s : float
@@ -170,9 +170,9 @@ class Identifier:
         spectrum = peak_band(resample(y, sr, lcfg.sample_rate), lcfg)
         peaks = query_peaks(spectrum, lcfg)
         return spectrum, peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
-                            speeds=self.speeds, max_postings=mc.max_postings, overdispersion=mc.overdispersion,
-                            stop_false_alarms=mc.stop_false_alarms, removed=self.reader.removed,
-                            first_hits=mc.first_hits, tempos=self.tempos)
+                                      speeds=self.speeds, max_postings=mc.max_postings,
+                                      overdispersion=mc.overdispersion, stop_false_alarms=mc.stop_false_alarms,
+                                      removed=self.reader.removed, first_hits=mc.first_hits, tempos=self.tempos)
 
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:
@@ -183,8 +183,8 @@ class Identifier:
         if cand is None:
             return base
         base.score = cand.votes
-        rejected, conf = decide(cand.false_alarms, lambda: verify(peaks, spectrum, cand, self.reader.segments, lcfg,
-                                                                  mc.max_postings), mc)
+        rejected, conf = decide(cand.false_alarms, lambda: verify(peaks, spectrum, cand, self.reader.segments,
+                                                                  lcfg, mc.max_postings), mc)
         if rejected:
             base.confidence = round(1.0 - conf, 4)  # confidence in the no_match
             return base
