@@ -435,6 +435,12 @@ def _write(job: Job, condition: str, y: np.ndarray, sr: int, bitrate_k: int, fix
             "bitrate_k": bitrate_k, "duration_s": round(len(y) / out_sr, 3)}
 
 
+def _add_speech(cut: Cut, job: Job, rng: np.random.Generator) -> dict:
+    """Give ``cut`` a seeded speech cut at its rate; returns the truth columns that say which."""
+    path, offset, cut.speech, cut.speech_rms = pick_speech_cut(job.speech, job.seconds, cut.sr, rng)
+    return {"speech_path": path, "speech_offset_s": round(offset, 3)}
+
+
 def run_job(job: Job) -> list[dict]:
     """Write the queries of one cut; returns their truth rows."""
     rng = _rng(job.seed, job.kind, job.index)
@@ -453,21 +459,17 @@ def run_job(job: Job) -> list[dict]:
                      source_offset_s=round(offset, 3))]
     need = job.seconds * (_stretch(job.conditions) if job.kind == "positive" else 1.0) + 0.05
     offset, music, sr = pick_music_cut(job.source, need, rng)
-    if job.kind == "unknown_music" or job.kind in UNKNOWN_UNDER_SPEECH:
-        cut = Cut(music=music, sr=sr, seconds=job.seconds)
-        speech_info = {}
-        if job.kind in UNKNOWN_UNDER_SPEECH:
-            sp_path, sp_off, cut.speech, cut.speech_rms = pick_speech_cut(job.speech, job.seconds, sr, rng)
-            speech_info = {"speech_path": sp_path, "speech_offset_s": round(sp_off, 3)}
-        y = _mix_speech(cut, UNKNOWN_UNDER_SPEECH[job.kind]) if speech_info else cut.head()
-        row = _write(job, job.kind, y, sr, 128, None)
+    cut = Cut(music=music, sr=sr, seconds=job.seconds)
+    if job.kind == "unknown_music":
+        row = _write(job, job.kind, cut.head(), sr, 128, None)
+        return [dict(row, reference_path="", source_path=job.source.path, source_offset_s=round(offset, 3),
+                     group=job.source.group)]
+    if job.kind in UNKNOWN_UNDER_SPEECH:
+        speech_info = _add_speech(cut, job, rng)
+        row = _write(job, job.kind, _mix_speech(cut, UNKNOWN_UNDER_SPEECH[job.kind]), sr, 128, None)
         return [dict(row, reference_path="", source_path=job.source.path, source_offset_s=round(offset, 3),
                      group=job.source.group, **speech_info)]
-    cut = Cut(music=music, sr=sr, seconds=job.seconds)
-    speech_info: dict = {}
-    if any(CONDITIONS[c].needs_speech for c in job.conditions):
-        sp_path, sp_off, cut.speech, cut.speech_rms = pick_speech_cut(job.speech, job.seconds, sr, rng)
-        speech_info = {"speech_path": sp_path, "speech_offset_s": round(sp_off, 3)}
+    speech_info = _add_speech(cut, job, rng) if any(CONDITIONS[c].needs_speech for c in job.conditions) else {}
     rows = []
     for name in job.conditions:
         cond = CONDITIONS[name]
@@ -568,9 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs = []
     if positives:
         jobs += [Job("positive", i, refs[ref_order[i % len(refs)]], positives, **common) for i in range(n)]
-    for kind in ("unknown_music", *under_speech):
-        if kind in conditions:
-            jobs += [Job(kind, i, unknown[unk_order[i % len(unknown)]], (), **common) for i in range(n)]
+    for kind in [c for c in conditions if c == "unknown_music" or c in UNKNOWN_UNDER_SPEECH]:
+        jobs += [Job(kind, i, unknown[unk_order[i % len(unknown)]], (), **common) for i in range(n)]
     for kind in ("speech_only", "unknown_synth"):
         if kind in conditions:
             jobs += [Job(kind, i, None, (), **common) for i in range(n)]
