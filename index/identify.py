@@ -40,6 +40,10 @@ class MatchConfig:
     overdispersion : float
         How much more often random votes pile up than independent votes would (fitted on real music and
         speech that are not in the index; see ``match.false_alarms``).
+    line_false_alarms : float
+        Away from normal speed, a pile whose votes lie on one frequency line (a held note, a drone, hum that
+        query and reference share by chance) is judged by its votes off that line when this many chance piles
+        of their size are expected (``match.match``; inf = never).
     max_false_alarms : float
         A pile is a match when fewer than this many random piles of its size are expected (where the check
         below runs, votes and check decide together).
@@ -70,6 +74,7 @@ class MatchConfig:
     speed_step: float = 0.005
     max_postings: int = 4000
     overdispersion: float = 16.0
+    line_false_alarms: float = 100.0
     max_false_alarms: float = 1e-3
     stop_false_alarms: float = 1e-9
     window_s: float = 10.0
@@ -172,7 +177,8 @@ class Identifier:
         return spectrum, peaks, match(peaks, self.reader.segments, lcfg, frames=self.reader.live_frames,
                                       speeds=self.speeds, max_postings=mc.max_postings,
                                       overdispersion=mc.overdispersion, stop_false_alarms=mc.stop_false_alarms,
-                                      removed=self.reader.removed, first_hits=mc.first_hits, tempos=self.tempos)
+                                      removed=self.reader.removed, first_hits=mc.first_hits, tempos=self.tempos,
+                                      line_false_alarms=mc.line_false_alarms)
 
     def _landmark_result(self, y: np.ndarray, sr: int, path: str | None, start_s: float,
                          matched_range: bool) -> Result:

@@ -14,7 +14,9 @@ budget equally: normal speed, where nearly all real queries are, gets ``normal_s
 other hypotheses split the rest (a weighted Bonferroni correction, so the expected number of false alarms over
 all of them is unchanged).  On real music not in the index the chance piles are in fact most frequent at the
 far speeds (fewer hits there, but as much structure), while weak true matches (music under loud noise or
-speech) are at normal speed.
+speech) are at normal speed.  The largest of those chance piles lie on one frequency line, a held note or a
+drone that fits some speed hypothesis; away from normal speed such a pile counts only its votes off the line
+(:func:`match`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
-from ..fingerprint.landmarks import Peaks, pair_hashes
+from ..fingerprint.landmarks import Peaks, hash_fields, pair_hashes
 from .postings import Segment
 
 
@@ -141,13 +143,22 @@ def _unique_inverse(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[first], inverse
 
 
-#: One playback hypothesis looked up: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
-Lookup = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]
+class Lookup(NamedTuple):
+    """One playback hypothesis looked up: per query hash its anchor frame and anchor frequency unit (on the
+    reference's scale), and per segment the hashes' ``[lo, hi)`` postings."""
+
+    times: np.ndarray
+    cells: np.ndarray
+    ranges: list[tuple[np.ndarray, np.ndarray]]
+
+
+#: Hits: per posting retrieved, (global reference frame, query anchor frame, anchor frequency unit).
+Hits = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, warps: Sequence[Warp],
             max_postings: int) -> dict[Warp, Lookup]:
-    """For each playback hypothesis: the query hashes' anchor frames, and per segment their ``[lo, hi)`` postings.
+    """For each playback hypothesis, its :class:`Lookup`.
 
     The hashes of all the hypotheses are looked up together (the binary searches are the costly part, and
     neighbouring ones share many hashes).  Hashes with more than ``max_postings`` postings in a segment get
@@ -158,23 +169,22 @@ def _lookup(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, warp
         return {}
     uniq, inverse = _unique_inverse(np.concatenate([h for h, _ in per_warp]))
     bounds = np.cumsum([0] + [len(h) for h, _ in per_warp])
-    out: dict[Warp, Lookup] = {w: (times, []) for w, (_, times) in zip(warps, per_warp)}
+    out = {w: Lookup(times, hash_fields(h)[0], []) for w, (h, times) in zip(warps, per_warp)}
     if not len(uniq):
         return out
     for seg in segments:
         lo, hi = seg.sorted_ranges(uniq, max_postings)
         for w, a, b in zip(warps, bounds[:-1], bounds[1:]):
-            out[w][1].append((lo[inverse[a:b]], hi[inverse[a:b]]))
+            out[w].ranges.append((lo[inverse[a:b]], hi[inverse[a:b]]))
     return out
 
 
 def _rarest(lookup: Lookup, budget: int) -> np.ndarray | None:
     """Mask of the query hashes with the fewest postings that together retrieve at most ``budget`` hits, or None
     when that is all of them."""
-    _, ranges = lookup
-    if not ranges:
+    if not lookup.ranges:
         return None
-    counts = sum(hi - lo for lo, hi in ranges)
+    counts = sum(hi - lo for lo, hi in lookup.ranges)
     if counts.sum() <= budget:
         return None
     ordered = np.sort(counts)
@@ -183,22 +193,19 @@ def _rarest(lookup: Lookup, budget: int) -> np.ndarray | None:
 
 
 def _hits(lookup: Lookup, segments: Sequence[Segment], removed: np.ndarray,
-          only: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(global reference frame, query frame) of every hit of a lookup (of the hashes in ``only``), outside the
-    ``removed`` frame ranges."""
-    times, ranges = lookup
+          only: np.ndarray | None = None) -> Hits | None:
+    """The :data:`Hits` of a lookup (of the hashes in ``only``), outside the ``removed`` frame ranges."""
     parts = []
-    for seg, (lo, hi) in zip(segments, ranges):
+    for seg, (lo, hi) in zip(segments, lookup.ranges):
         qidx, vals = seg.gather(lo, hi if only is None else np.where(only, hi, lo))
-        vals, qtimes = vals.astype(np.int64), times[qidx].astype(np.int64)
         if len(removed):
             keep = _live(vals, removed)
-            vals, qtimes = vals[keep], qtimes[keep]
+            qidx, vals = qidx[keep], vals[keep]
         if len(vals):
-            parts.append((vals, qtimes))
+            parts.append((vals.astype(np.int64), lookup.times[qidx].astype(np.int64), lookup.cells[qidx]))
     if len(parts) < 2:
         return parts[0] if parts else None
-    return np.concatenate([v for v, _ in parts]), np.concatenate([t for _, t in parts])
+    return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def _top_offsets(diff_sorted: np.ndarray, k: int) -> np.ndarray:
@@ -237,6 +244,11 @@ def _matched_span(qtimes: np.ndarray, max_gap: int = 64) -> tuple[int, int]:
     return int(t[edges[k]]), int(t[edges[k + 1] - 1])
 
 
+#: Anchor frequency units (``LandmarkConfig.freq_quant`` FFT bins, 7.8 Hz by default) each side of a line's
+#: centre that count as the same line (:func:`_off_line_votes`).
+_LINE_UNITS = 1
+
+
 def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] | None:
     """(segment index, track row) owning most of ``frames``."""
     best = None
@@ -251,12 +263,29 @@ def _locate(segments: Sequence[Segment], frames: np.ndarray) -> tuple[int, int] 
     return None if best is None else (best[1], best[2])
 
 
-def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Segment], warp: Warp, frames: int,
-               hypotheses: float, overdispersion: float) -> Candidate | None:
-    """The most significant offset pile among one playback hypothesis' hits."""
+def _off_line_votes(hits: Hits, offset: int) -> int:
+    """Votes of the pile at ``offset`` (+-1 frame) with an anchor off its busiest frequency line: the
+    ``2 * _LINE_UNITS + 1`` neighbouring anchor frequency units holding the most votes (a held note or hum
+    wavers)."""
+    values, qtimes, cells = hits
+    m = np.abs(values - qtimes - offset) <= 1
+    pair = values[m] * (int(qtimes.max()) + 1) + qtimes[m]      # one vote: a (reference, query) anchor pair
+    unit = cells[m]
+    span = int(unit.max()) + 1
+    distinct = np.unique(pair * span + unit)                   # each vote once per anchor unit it has
+    pair, unit = distinct // span, distinct % span
+    width = 2 * _LINE_UNITS + 1
+    centre = int(np.convolve(np.bincount(unit), np.ones(width), "full").argmax()) - _LINE_UNITS
+    return len(np.unique(pair[np.abs(unit - centre) > _LINE_UNITS]))
+
+
+def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frames: int, hypotheses: float,
+               overdispersion: float, line_false_alarms: float) -> Candidate | None:
+    """The most significant offset pile among one playback hypothesis' hits (see :func:`match` for
+    ``line_false_alarms``)."""
     if hits is None:
         return None
-    values, qtimes = hits
+    values, qtimes, _ = hits
     # Sort the hits by offset (reference frame - query frame) with the query frame in the low bits of one
     # key: each pile is then a slice, and a plain sort is several times faster than an argsort.
     base = int(qtimes.max())
@@ -285,8 +314,13 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
         s, row = where
         track = segments[s].tracks[row]
         first, last = _matched_span(pile_q)
+        fa = false_alarms(votes[i], len(values), frames, hypotheses, overdispersion)
+        if fa < 1.0 and line_false_alarms < math.inf:       # (a candidate at all, where the rule applies)
+            off_line = false_alarms(_off_line_votes(hits, off), len(values), frames, hypotheses, overdispersion)
+            if off_line >= line_false_alarms:
+                fa = off_line
         return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
-                         false_alarms=false_alarms(votes[i], len(values), frames, hypotheses, overdispersion),
+                         false_alarms=fa,
                          offset_frames=int(off - track[0]), speed=warp.speed, pitch=warp.pitch,
                          first_frame=first, last_frame=last)
     return None
@@ -295,7 +329,8 @@ def _best_pile(hits: tuple[np.ndarray, np.ndarray] | None, segments: Sequence[Se
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],
           max_postings: int, overdispersion: float, stop_false_alarms: float,
           refine_false_alarms: float = 1.0, removed: np.ndarray | None = None,
-          normal_speed_share: float = 0.5, first_hits: float = 0.0, tempos: Sequence[float] = ()) -> Candidate | None:
+          normal_speed_share: float = 0.5, first_hits: float = 0.0, tempos: Sequence[float] = (),
+          line_false_alarms: float = math.inf) -> Candidate | None:
     """Find the most significant reference offset for the query ``peaks``.
 
     ``speeds`` (playback with pitch) and ``tempos`` (pitch kept) are evenly spaced grids around 1.  Normal speed
@@ -312,6 +347,15 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     most ``first_hits`` postings per query hash, and a pile below ``stop_false_alarms`` there ends the search.
     Common hashes retrieve most of the postings (and so cost most of the time) but carry few of a true match's
     votes; a query this look does not settle is searched on all its hashes as above.
+
+    A held note, a drone or mains hum that query and reference share piles votes all along one frequency, at
+    whatever offset lines the two up: one coincidence, not one per vote.  So away from normal speed a pile
+    whose votes *off* its busiest line (three neighbouring anchor frequency units) would be expected
+    ``line_false_alarms`` times or more by chance gets their false-alarm expectation instead of its own (inf =
+    never).  The speed and tempo grid offers such a line many chances to fit some hypothesis, and on real
+    unknown music the chance piles that pass the votes' test there are of this kind (bench/RESULTS.md).  At
+    normal speed a pile on one line is more often a true match under loud noise, of which only the strongest
+    partial is left; the peak check (:mod:`index.verify`) judges those.
     """
     if not 0.0 < normal_speed_share < 1.0:
         raise ValueError(f"normal_speed_share must be in (0, 1), got {normal_speed_share}")
@@ -322,7 +366,8 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
 
     def pile(warp: Warp, lookup: Lookup, only: np.ndarray | None = None) -> Candidate | None:
         return _best_pile(_hits(lookup, segments, removed, only), segments, warp, frames,
-                          speed_hypotheses(warp, warps, normal_speed_share), overdispersion)
+                          speed_hypotheses(warp, warps, normal_speed_share), overdispersion,
+                          math.inf if warp == normal else line_false_alarms)
 
     def try_warps(batch: Sequence[Warp]) -> None:
         for warp, lookup in _lookup(peaks, segments, cfg, batch, max_postings).items():
@@ -342,7 +387,7 @@ def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, fra
     # Normal speed alone first: most matches are decided there with one lookup, and most of those by the
     # rarest hashes alone (a small part of the hits: common hashes cost the most and say the least).
     lookup = _lookup(peaks, segments, cfg, [normal], max_postings)[normal]
-    rare = _rarest(lookup, int(first_hits * len(lookup[0]))) if first_hits else None
+    rare = _rarest(lookup, int(first_hits * len(lookup.times))) if first_hits else None
     if rare is not None:
         cand = pile(normal, lookup, rare)
         if cand is not None and cand.false_alarms < stop_false_alarms:

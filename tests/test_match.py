@@ -7,7 +7,7 @@ import soxr
 
 from audioid import synth
 from audioid.fingerprint.landmarks import query_peaks
-from audioid.index.match import Warp, _rarest, match, speed_grid, speed_hypotheses, warp_grid
+from audioid.index.match import Lookup, Warp, _best_pile, _rarest, match, speed_grid, speed_hypotheses, warp_grid
 from audioid.index.postings import Segment
 from audioid.index.store import IndexReader
 
@@ -79,8 +79,8 @@ def test_share_must_be_a_proper_fraction(library: Library):
 
 def test_rarest_hashes_fill_the_budget_from_the_rarest_up():
     times = np.zeros(4, np.int32)
-    lookup = (times, [(np.array([0, 10, 20, 30]), np.array([3, 11, 20, 130])),   # 3, 1, 0, 100 postings
-                      (np.array([0, 0, 0, 0]), np.array([2, 0, 1, 0]))])          # 2, 0, 1, 0
+    lookup = Lookup(times, times, [(np.array([0, 10, 20, 30]), np.array([3, 11, 20, 130])),  # 3, 1, 0, 100 postings
+                                   (np.array([0, 0, 0, 0]), np.array([2, 0, 1, 0]))])         # 2, 0, 1, 0
     assert _rarest(lookup, 7).tolist() == [True, True, True, False]   # 5 + 1 + 1 = 7 hits
     assert _rarest(lookup, 6).tolist() == [False, True, True, False]
     assert _rarest(lookup, 107) is None                               # the budget holds all of them
@@ -144,5 +144,38 @@ def test_piles_spanning_more_than_32_bit_keys_are_found_alike(library: Library):
                            max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9)
                      for shift in ((1 << 20) + 12345, (1 << 28) + 12345))   # not multiples of a wrap
         assert near.track_id == track and near == far
+    finally:
+        reader.close()
+
+
+
+def _hits_with_pile(reader: IndexReader, cells: np.ndarray) -> tuple:
+    """200 chance hits over the index, plus a pile of ``len(cells)`` votes at one offset of its first track whose
+    query anchors have the anchor frequency units ``cells``."""
+    rng = np.random.default_rng(7)
+    start = int(reader.segments[0].tracks[0][0])
+    qt = rng.choice(300, len(cells), replace=False)
+    values = np.concatenate([rng.integers(0, reader.frames, 200), start + 100 + qt])
+    qtimes = np.concatenate([rng.integers(0, 300, 200), qt])
+    return values.astype(np.int64), qtimes.astype(np.int64), np.concatenate([rng.integers(0, 400, 200), cells])
+
+
+@pytest.mark.parametrize("line_false_alarms", [np.inf, 100.0])
+def test_a_pile_on_one_frequency_line_counts_as_one_coincidence(library: Library, line_false_alarms):
+    # What a held note, a drone or hum shared by chance looks like at a searched speed: every vote of the pile on
+    # one anchor frequency (give or take a unit).  Spread over frequencies, the same votes are a match.
+    reader = IndexReader(str(library.index))
+    try:
+        def pile(cells):
+            return _best_pile(_hits_with_pile(reader, cells), reader.segments, Warp(1.02, 1.02), reader.frames,
+                              56.0, 16.0, line_false_alarms)
+        line = pile(np.array([50, 51, 49] * 8))
+        spread = pile(np.arange(24) * 7 + 20)
+        assert line.votes == spread.votes == 24 and line.offset_frames == spread.offset_frames == 100
+        assert spread.false_alarms < 1e-9
+        if np.isinf(line_false_alarms):
+            assert line.false_alarms == spread.false_alarms     # the votes alone
+        else:
+            assert line.false_alarms >= line_false_alarms     # only its (no) votes off the line count
     finally:
         reader.close()
