@@ -179,3 +179,23 @@ def test_a_pile_on_one_frequency_line_counts_as_one_coincidence(library: Library
             assert line.false_alarms >= line_false_alarms     # only its (no) votes off the line count
     finally:
         reader.close()
+
+
+def test_the_line_rule_judges_piles_away_from_normal_speed_only(library: Library):
+    # With a bar of 0 every pile the rule looks at is judged by its votes off its busiest line alone: fewer
+    # votes, a larger false-alarm expectation.  A match at normal speed is left as it was.
+    reader = IndexReader(str(library.index))
+    try:
+        def search(y: np.ndarray, line_false_alarms: float):
+            peaks = query_peaks(soxr.resample(y, library.sr, 8000).astype(np.float32), reader.config)
+            return match(peaks, reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS, tempos=TEMPOS,
+                         max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9, removed=reader.removed,
+                         line_false_alarms=line_false_alarms)
+        outro = library.tracks["track4"][-10 * library.sr:]
+        assert search(outro, 0.0) == search(outro, np.inf)
+        fast = synth.change_speed(library.tracks["track4"], library.sr, 1.02)[-10 * library.sr:]
+        counted, judged = search(fast, np.inf), search(fast, 0.0)
+        assert counted.speed == judged.speed == 1.02 and counted.track_id == judged.track_id
+        assert judged.false_alarms > counted.false_alarms
+    finally:
+        reader.close()
