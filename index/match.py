@@ -320,8 +320,7 @@ def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frame
             if off_line >= line_false_alarms:
                 fa = off_line
         return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
-                         false_alarms=fa,
-                         offset_frames=int(off - track[0]), speed=warp.speed, pitch=warp.pitch,
+                         false_alarms=fa, offset_frames=int(off - track[0]), speed=warp.speed, pitch=warp.pitch,
                          first_frame=first, last_frame=last)
     return None
 
