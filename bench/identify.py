@@ -38,7 +38,7 @@ from common import TruthRow, percentiles, read_truth, same_file, wilson_interval
 
 from audioid.fingerprint.audio import load  # noqa: E402
 from audioid.index.build import build_index  # noqa: E402
-from audioid.index.identify import Identifier  # noqa: E402
+from audioid.index.identify import Identifier, MatchConfig  # noqa: E402
 from audioid.index.sources import reference_specs  # noqa: E402
 from audioid.index.store import disk_bytes  # noqa: E402
 
@@ -302,6 +302,9 @@ def markdown(summary: dict[str, Any]) -> str:
     lines[0] += f" Load average {load['start']:.1f} at start, {load['end']:.1f} at end."
     if max(load.values()) > 0.5 * (os.cpu_count() or 1):
         lines[0:0] = ["**Warning: the machine was busy with other work; timings are pessimistic.**", ""]
+    changed = {k: v for k, v in summary["index"]["match_config"].items() if getattr(MatchConfig(), k) != v}
+    if changed:
+        lines[0] += " Match settings changed: " + ", ".join(f"{k}={v}" for k, v in changed.items()) + "."
     if lib.get("changed_during_run"):
         lines[0:0] = ["**Warning: the library's sources changed during this run; rerun for consistent figures.**", ""]
     if b:
@@ -464,10 +467,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--markdown", help="also write the markdown tables to this file")
     ap.add_argument("--misses", type=int, default=60, help="list at most this many misses (default 60)")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold CLI timing")
+    ap.add_argument("--match", action="append", default=[], metavar="NAME=VALUE",
+                    help="a MatchConfig setting for this run (repeatable), e.g. line_false_alarms=inf")
     args = ap.parse_args(argv)
     if args.skip_build and not args.index:
         ap.error("--skip-build needs --index")
+    try:
+        args.match = match_settings(args.match)
+    except ValueError as e:
+        ap.error(str(e))
     return args
+
+
+def match_settings(items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` items as :class:`MatchConfig` changes, each value of its field's type (``inf`` allowed)."""
+    defaults, out = MatchConfig(), {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in {f.name for f in fields(MatchConfig)}:
+            raise ValueError(f"--match {item!r}: expected NAME=VALUE with NAME a MatchConfig field")
+        out[name] = type(getattr(defaults, name))(value)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"building {args.index} from {args.refs} ...", file=sys.stderr)
             build = run_build(args.refs, args.index, args.jobs)
             print(f"built in {build['wall_s']:.1f} s ({build['x_realtime']:.0f}x real time)", file=sys.stderr)
-        ident = Identifier.open(args.index)
+        ident = Identifier.open(args.index, MatchConfig(**args.match))
         try:
             index = index_stats(ident, args.index)
             known = {os.path.realpath(t.source_path) for t in ident.reader.catalog.tracks() if t.source_path}
