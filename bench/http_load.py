@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import timeit
 import urllib.parse
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -131,6 +132,12 @@ def server_args(threads: int | None, workers: int | None) -> str:
                      f"--workers {workers}" if workers else "(default workers)"])
 
 
+def interpreter_ms() -> float:
+    """Best of 5 timings of ``sum(range(10**6))`` in ms: how fast this machine runs Python, to compare runs made
+    on different machines (the VM of bench/RESULTS.md's figures takes 12-15 ms)."""
+    return min(timeit.repeat("sum(range(10**6))", number=1, repeat=5)) * 1000
+
+
 def rss_mb(pid: int) -> float:
     """VmRSS of ``pid`` and all its descendants (shared pages, such as the mapped index, count once per process)."""
     with open(f"/proc/{pid}/status") as f:
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=usable_cores(), help="Processes for building the index.")
     args = ap.parse_args(argv)
 
+    speed = interpreter_ms()
     index = ensure_index(args.work, args.tracks, args.jobs)
     worker_setup()          # as the server's processes do (api.make_server): one-thread pools, a steady heap
     files = make_queries(args.work, args.queries, args.tracks)
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
           f"outros of {QUERY_S:g} s; server: audioid serve {server_args(args.threads, args.workers)}; "
           f"{os.cpu_count()} cores, "
           f"{platform.python_implementation()} {platform.python_version()}; load average "
-          f"{os.getloadavg()[0]:.2f}\n")
+          f"{os.getloadavg()[0]:.2f}; sum(range(10**6)) in {speed:.1f} ms\n")
     print(f"Library, warm, same files: {lib1:.1f} identifies/s in one thread, {lib4:.1f}/s from 4 threads.\n")
     print("| clients | requests | throughput (req/s) | vs library 1 thread | p50 ms | p95 ms | p99 ms | max ms "
           "| server CPU ms/request | client CPU ms/request | non-200 |")
