@@ -305,6 +305,7 @@ def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frame
     # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are one
     # piece of evidence, not several.  Such a pair is one distinct key, and the keys are sorted.
     votes = [int(np.count_nonzero(key[a + 1:b] != key[a:b - 1])) + 1 for a, b, _ in piles]
+    lines: list[Candidate] = []         # piles judged by their votes off their line, the most significant first
     for i in sorted(range(len(piles)), key=lambda i: -votes[i]):     # stable: ties keep their order
         a, b, off = piles[i]
         pile_q = key[a:b] & ((1 << shift) - 1)
@@ -315,14 +316,19 @@ def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frame
         track = segments[s].tracks[row]
         first, last = _matched_span(pile_q)
         fa = false_alarms(votes[i], len(values), frames, hypotheses, overdispersion)
+        on_line = False
         if fa < 1.0 and line_false_alarms < math.inf:       # (a candidate at all, where the rule applies)
             off_line = false_alarms(_off_line_votes(hits, off), len(values), frames, hypotheses, overdispersion)
-            if off_line >= line_false_alarms:
-                fa = off_line
-        return Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
+            on_line = off_line >= line_false_alarms
+            fa = off_line if on_line else fa
+        cand = Candidate(segment=s, track_row=row, track_id=int(track[2]), votes=votes[i], hits=len(values),
                          false_alarms=fa, offset_frames=int(off - track[0]), speed=warp.speed, pitch=warp.pitch,
                          first_frame=first, last_frame=last)
-    return None
+        if not on_line:
+            # The most votes left: the most significant pile, unless a line pile before it still is.
+            return min([*lines, cand], key=lambda c: c.false_alarms)
+        lines.append(cand)
+    return min(lines, key=lambda c: c.false_alarms) if lines else None
 
 
 def match(peaks: Peaks, segments: Sequence[Segment], cfg: LandmarkConfig, *, frames: int, speeds: Sequence[float],

@@ -149,15 +149,18 @@ def test_piles_spanning_more_than_32_bit_keys_are_found_alike(library: Library):
 
 
 
-def _hits_with_pile(reader: IndexReader, cells: np.ndarray) -> tuple:
-    """200 chance hits over the index, plus a pile of ``len(cells)`` votes at one offset of its first track whose
-    query anchors have the anchor frequency units ``cells``."""
+def _hits_with_pile(reader: IndexReader, *piles: np.ndarray) -> tuple:
+    """200 chance hits over the index, plus for each of ``piles`` a pile of as many votes at frame 100 of the
+    index's next track, whose query anchors have those anchor frequency units."""
     rng = np.random.default_rng(7)
-    start = int(reader.segments[0].tracks[0][0])
-    qt = rng.choice(300, len(cells), replace=False)
-    values = np.concatenate([rng.integers(0, reader.frames, 200), start + 100 + qt])
-    qtimes = np.concatenate([rng.integers(0, 300, 200), qt])
-    return values.astype(np.int64), qtimes.astype(np.int64), np.concatenate([rng.integers(0, 400, 200), cells])
+    values, qtimes = [rng.integers(0, reader.frames, 200)], [rng.integers(0, 300, 200)]
+    cells = [rng.integers(0, 400, 200)]
+    for row, units in enumerate(piles):
+        qt = rng.choice(300, len(units), replace=False)
+        values.append(int(reader.segments[0].tracks[row][0]) + 100 + qt)
+        qtimes.append(qt)
+        cells.append(units)
+    return tuple(np.concatenate(column).astype(np.int64) for column in (values, qtimes, cells))
 
 
 @pytest.mark.parametrize("line_false_alarms", [np.inf, 100.0])
@@ -171,12 +174,25 @@ def test_a_pile_on_one_frequency_line_counts_as_one_coincidence(library: Library
                               56.0, 16.0, line_false_alarms)
         line = pile(np.array([50, 51, 49] * 8))
         spread = pile(np.arange(24) * 7 + 20)
-        assert line.votes == spread.votes == 24 and line.offset_frames == spread.offset_frames == 100
-        assert spread.false_alarms < 1e-9
+        assert spread.votes == 24 and spread.offset_frames == 100 and spread.false_alarms < 1e-9
         if np.isinf(line_false_alarms):
-            assert line.false_alarms == spread.false_alarms     # the votes alone
+            assert (line.votes, line.offset_frames, line.false_alarms) == (24, 100, spread.false_alarms)
         else:
-            assert line.false_alarms >= line_false_alarms     # only its (no) votes off the line count
+            # Judged by its (no) votes off the line, the pile is no match, nor is any chance pile beside it.
+            assert line.false_alarms >= 1.0
+    finally:
+        reader.close()
+
+
+def test_a_line_pile_gives_way_to_a_smaller_pile_of_many_frequencies(library: Library):
+    reader = IndexReader(str(library.index))
+    try:
+        hits = _hits_with_pile(reader, np.array([50, 51, 49] * 10), np.arange(20) * 7 + 20)
+        counted, judged = (_best_pile(hits, reader.segments, Warp(1.02, 1.02), reader.frames, 56.0, 16.0, bar)
+                           for bar in (np.inf, 100.0))
+        tracks = [int(t[2]) for t in reader.segments[0].tracks[:2]]
+        assert (counted.track_id, counted.votes) == (tracks[0], 30)
+        assert (judged.track_id, judged.votes) == (tracks[1], 20) and judged.false_alarms < 1e-9
     finally:
         reader.close()
 
