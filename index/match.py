@@ -297,7 +297,8 @@ def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frame
     key = np.sort(key).astype(np.int64, copy=False)
     diff_sorted = (key >> shift) + lowest
     # Every pile here shares the hits, frames and hypotheses, so the one with the most votes is the most
-    # significant: count the votes of each, then locate only the winner (the next one if it is in no track).
+    # significant: count the votes of each, then locate only the winner (the next one if it is in no track, or
+    # if it lies on one frequency line and is judged by its other votes: see match()).
     # The pile of an offset is the slice of hits within one frame of it.
     offsets = _top_offsets(diff_sorted, 5)
     piles = list(zip(diff_sorted.searchsorted(offsets - 1).tolist(),
@@ -305,7 +306,7 @@ def _best_pile(hits: Hits | None, segments: Sequence[Segment], warp: Warp, frame
     # One vote per (query anchor, reference anchor) pair: the several targets one anchor pair shares are one
     # piece of evidence, not several.  Such a pair is one distinct key, and the keys are sorted.
     votes = [int(np.count_nonzero(key[a + 1:b] != key[a:b - 1])) + 1 for a, b, _ in piles]
-    lines: list[Candidate] = []         # piles judged by their votes off their line, the most significant first
+    lines: list[Candidate] = []         # the piles so far judged by their votes off their line
     for i in sorted(range(len(piles)), key=lambda i: -votes[i]):     # stable: ties keep their order
         a, b, off = piles[i]
         pile_q = key[a:b] & ((1 << shift) - 1)
