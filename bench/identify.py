@@ -486,7 +486,11 @@ def match_settings(items: Sequence[str]) -> dict[str, Any]:
         name, sep, value = item.partition("=")
         if not sep or name not in {f.name for f in fields(MatchConfig)}:
             raise ValueError(f"--match {item!r}: expected NAME=VALUE with NAME a MatchConfig field")
-        out[name] = type(getattr(defaults, name))(value)
+        kind = type(getattr(defaults, name))
+        try:
+            out[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"--match {item!r}: {name} takes a {kind.__name__} value") from None
     return out
 
 
