@@ -490,7 +490,7 @@ def match_settings(items: Sequence[str]) -> dict[str, Any]:
         try:
             out[name] = kind(value)
         except ValueError:
-            raise ValueError(f"--match {item!r}: {name} takes a {kind.__name__} value") from None
+            raise ValueError(f"--match {item!r}: {name} takes {kind.__name__} values") from None
     return out
 
 
