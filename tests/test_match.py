@@ -39,11 +39,16 @@ def test_equal_shares_are_plain_bonferroni():
     assert speed_hypotheses(Warp(1.0, 1.0), [Warp(1.0, 1.0)], 0.5) == 1.0
 
 
+def _match(reader: IndexReader, y: np.ndarray, **changes):
+    """``match`` of 8 kHz samples ``y`` over the speed grid, with the identifier's settings but ``changes``."""
+    settings = dict(frames=reader.frames, speeds=SPEEDS, max_postings=4000, overdispersion=16.0,
+                    stop_false_alarms=1e-9, removed=reader.removed)
+    return match(query_peaks(y, reader.config), reader.segments, reader.config, **{**settings, **changes})
+
+
 def _search(reader: IndexReader, y: np.ndarray, share: float):
     # stop_false_alarms=0 searches every speed, so the piles found do not depend on the share.
-    return match(query_peaks(y, reader.config), reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS,
-                 max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed,
-                 normal_speed_share=share)
+    return _match(reader, y, stop_false_alarms=0.0, normal_speed_share=share)
 
 
 def _query(lib: Library, label: str, seconds: float = 10.0) -> np.ndarray:
@@ -87,9 +92,7 @@ def test_rarest_hashes_fill_the_budget_from_the_rarest_up():
 
 
 def _first_look(reader: IndexReader, y: np.ndarray, first_hits: float):
-    return match(query_peaks(y, reader.config), reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS,
-                 max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9, removed=reader.removed,
-                 first_hits=first_hits)
+    return _match(reader, y, first_hits=first_hits)
 
 
 def test_rare_hashes_decide_clear_matches_alike(library: Library):
@@ -112,10 +115,8 @@ def test_rare_hashes_decide_clear_matches_alike(library: Library):
 def test_a_grid_of_normal_speed_only_searches_it_alone(library: Library):
     # max_speed_change 0: nothing beyond normal speed to try once it has not decided.
     reader = IndexReader(str(library.index))
-    y = synth.speech_like(4, 10.0, library.sr)
-    peaks = query_peaks(soxr.resample(y, library.sr, reader.config.sample_rate), reader.config)
-    cand = match(peaks, reader.segments, reader.config, frames=reader.frames, speeds=speed_grid(0.0, 0.005),
-                 max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    y = soxr.resample(synth.speech_like(4, 10.0, library.sr), library.sr, 8000).astype(np.float32)
+    cand = _match(reader, y, speeds=speed_grid(0.0, 0.005), stop_false_alarms=0.0)
     assert cand is None or cand.speed == 1.0
 
 
@@ -163,23 +164,24 @@ def _hits_with_pile(reader: IndexReader, *piles: np.ndarray) -> tuple:
     return tuple(np.concatenate(column).astype(np.int64) for column in (values, qtimes, cells))
 
 
-@pytest.mark.parametrize("line_false_alarms", [np.inf, 100.0])
-def test_a_pile_on_one_frequency_line_counts_as_one_coincidence(library: Library, line_false_alarms):
+def _pile_at_1_02(reader: IndexReader, hits: tuple, line_false_alarms: float):
+    """The best pile of ``hits`` taken as those of speed 1.02 in a grid of 28 other speeds and tempos."""
+    return _best_pile(hits, reader.segments, Warp(1.02, 1.02), reader.frames, 56.0, 16.0, line_false_alarms)
+
+
+def test_a_pile_on_one_frequency_line_counts_as_one_coincidence(library: Library):
     # What a held note, a drone or hum shared by chance looks like at a searched speed: every vote of the pile on
     # one anchor frequency (give or take a unit).  Spread over frequencies, the same votes are a match.
     reader = IndexReader(str(library.index))
     try:
-        def pile(cells):
-            return _best_pile(_hits_with_pile(reader, cells), reader.segments, Warp(1.02, 1.02), reader.frames,
-                              56.0, 16.0, line_false_alarms)
-        line = pile(np.array([50, 51, 49] * 8))
-        spread = pile(np.arange(24) * 7 + 20)
-        assert spread.votes == 24 and spread.offset_frames == 100 and spread.false_alarms < 1e-9
-        if np.isinf(line_false_alarms):
-            assert (line.votes, line.offset_frames, line.false_alarms) == (24, 100, spread.false_alarms)
-        else:
-            # Judged by its (no) votes off the line, the pile is no match, nor is any chance pile beside it.
-            assert line.false_alarms >= 1.0
+        line = _hits_with_pile(reader, np.array([50, 51, 49] * 8))
+        spread = _hits_with_pile(reader, np.arange(24) * 7 + 20)
+        counted, judged = _pile_at_1_02(reader, line, np.inf), _pile_at_1_02(reader, line, 100.0)
+        found = _pile_at_1_02(reader, spread, 100.0)
+        assert found.votes == 24 and found.offset_frames == 100 and found.false_alarms < 1e-9
+        assert (counted.votes, counted.offset_frames, counted.false_alarms) == (24, 100, found.false_alarms)
+        # Judged by its (no) votes off the line, the pile is no match, nor is any chance pile beside it.
+        assert judged.false_alarms >= 1.0
     finally:
         reader.close()
 
@@ -188,8 +190,7 @@ def test_a_line_pile_gives_way_to_a_smaller_pile_of_many_frequencies(library: Li
     reader = IndexReader(str(library.index))
     try:
         hits = _hits_with_pile(reader, np.array([50, 51, 49] * 10), np.arange(20) * 7 + 20)
-        counted, judged = (_best_pile(hits, reader.segments, Warp(1.02, 1.02), reader.frames, 56.0, 16.0, bar)
-                           for bar in (np.inf, 100.0))
+        counted, judged = _pile_at_1_02(reader, hits, np.inf), _pile_at_1_02(reader, hits, 100.0)
         tracks = [int(t[2]) for t in reader.segments[0].tracks[:2]]
         assert (counted.track_id, counted.votes) == (tracks[0], 30)
         assert (judged.track_id, judged.votes) == (tracks[1], 20) and judged.false_alarms < 1e-9
@@ -203,10 +204,8 @@ def test_the_line_rule_judges_piles_away_from_normal_speed_only(library: Library
     reader = IndexReader(str(library.index))
     try:
         def search(y: np.ndarray, line_false_alarms: float):
-            peaks = query_peaks(soxr.resample(y, library.sr, 8000).astype(np.float32), reader.config)
-            return match(peaks, reader.segments, reader.config, frames=reader.frames, speeds=SPEEDS, tempos=TEMPOS,
-                         max_postings=4000, overdispersion=16.0, stop_false_alarms=1e-9, removed=reader.removed,
-                         line_false_alarms=line_false_alarms)
+            y8k = soxr.resample(y, library.sr, 8000).astype(np.float32)
+            return _match(reader, y8k, tempos=TEMPOS, line_false_alarms=line_false_alarms)
         outro = library.tracks["track4"][-10 * library.sr:]
         assert search(outro, 0.0) == search(outro, np.inf)
         fast = synth.change_speed(library.tracks["track4"], library.sr, 1.02)[-10 * library.sr:]

@@ -91,6 +91,16 @@ def test_build_stores_each_tracks_strongest_peaks_and_merges_move_them(refs, tmp
     assert len(reader.segments[0].all_peaks()[0]) == sum(len(before[f"song{i}"][0]) for i in (2, 3, 4))
 
 
+def _candidate(reader: IndexReader, y: np.ndarray, **search) -> tuple:
+    """Spectrum, peaks and best candidate of samples ``y`` at ``CFG.sample_rate``, all of normal speed searched
+    (or as ``search`` says): :func:`verify`'s arguments."""
+    spectrum = peak_band(y, CFG)
+    peaks = query_peaks(spectrum, CFG)
+    settings = dict(frames=reader.frames, speeds=[1.0], max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0,
+                    removed=reader.removed)
+    return spectrum, peaks, match(peaks, reader.segments, CFG, **{**settings, **search})
+
+
 def _noisy(refs: Path, label: str, snr_db: float, seed: int) -> np.ndarray:
     y, _ = sf.read(refs / f"{label}.wav", dtype="float32")
     q = y[5 * SR: 15 * SR]
@@ -99,10 +109,7 @@ def _noisy(refs: Path, label: str, snr_db: float, seed: int) -> np.ndarray:
 
 def test_the_true_offset_lines_up_and_a_wrong_one_does_not(index, refs):
     reader = IndexReader(str(index))
-    spectrum = peak_band(resample(_noisy(refs, "song1", -10.0, 1), SR, CFG.sample_rate), CFG)
-    peaks = query_peaks(spectrum, CFG)
-    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
-                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    spectrum, peaks, cand = _candidate(reader, resample(_noisy(refs, "song1", -10.0, 1), SR, CFG.sample_rate))
     assert reader.catalog.get(cand.track_id).label == "song1"
     assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) < 1e-5
     for shift in (-150, 90, 200):
@@ -118,10 +125,7 @@ def test_music_under_a_louder_voice_is_found_among_the_querys_partials(index, re
     for i in range(1, 5):
         y, _ = sf.read(refs / f"song{i}.wav", dtype="float32")
         q = synth.mix_at_snr(y[5 * SR: 15 * SR], synth.speech_like(1, 10.0, SR), -15.0)
-        spectrum = peak_band(resample(q, SR, CFG.sample_rate), CFG)
-        peaks = query_peaks(spectrum, CFG)
-        cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
-                     overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+        spectrum, peaks, cand = _candidate(reader, resample(q, SR, CFG.sample_rate))
         assert reader.catalog.get(cand.track_id).label == f"song{i}"
         assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) < 1e-6
         for shift in (90, -150):
@@ -134,11 +138,7 @@ def test_a_time_compressed_match_is_checked_at_its_own_pitch(index):
     reader = IndexReader(str(index))
     outro = synth.music_track(103, 25.0 / 1.04, SR, tempo=1.04)[-10 * SR:]   # song3, 4 % faster, pitch kept
     y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
-    spectrum = peak_band(resample(y, SR, CFG.sample_rate), CFG)
-    peaks = query_peaks(spectrum, CFG)
-    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
-                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed,
-                 tempos=speed_grid(0.04, 0.005))
+    spectrum, peaks, cand = _candidate(reader, resample(y, SR, CFG.sample_rate), tempos=speed_grid(0.04, 0.005))
     assert reader.catalog.get(cand.track_id).label == "song3"
     assert cand.pitch == 1.0 and cand.speed == pytest.approx(1.04, abs=0.006)
     assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) < 1e-3
@@ -154,10 +154,7 @@ def test_a_speed_changed_match_is_checked_on_the_references_frame_grid(index):
     for seed in range(101, 105):
         outro = synth.change_speed(synth.music_track(seed, 25.0, SR), SR, 1.02)[-10 * SR:]
         y = synth.mix_at_snr(outro, synth.pink_noise(1, len(outro)), -8.0)
-        spectrum = peak_band(resample(y, SR, CFG.sample_rate), CFG)
-        peaks = query_peaks(spectrum, CFG)
-        cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=speed_grid(0.03, 0.005),
-                     max_postings=4000, overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+        spectrum, peaks, cand = _candidate(reader, resample(y, SR, CFG.sample_rate), speeds=speed_grid(0.03, 0.005))
         assert reader.catalog.get(cand.track_id).label == f"song{seed - 100}"
         assert cand.speed == pytest.approx(1.02)
         p_values.append(verify(peaks, spectrum, cand, reader.segments, CFG, 4000))
@@ -169,10 +166,7 @@ def test_nothing_left_to_check_is_no_evidence(index, refs):
     (None), rather than a p-value of 1 that would drop a true match."""
     reader = IndexReader(str(index))
     y = load(str(refs / "song3.wav"), CFG.sample_rate).samples[8 * CFG.sample_rate: 11 * CFG.sample_rate]
-    spectrum = peak_band(y, CFG)
-    peaks = query_peaks(spectrum, CFG)
-    cand = match(peaks, reader.segments, CFG, frames=reader.frames, speeds=[1.0], max_postings=4000,
-                 overdispersion=16.0, stop_false_alarms=0.0, removed=reader.removed)
+    spectrum, peaks, cand = _candidate(reader, y)
     assert reader.catalog.get(cand.track_id).label == "song3"
     assert verify(peaks, spectrum, cand, reader.segments, CFG, 4000) is None
 
