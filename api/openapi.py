@@ -121,7 +121,7 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
     index_stats = {
         "type": "object",
         "required": ["tracks", "classes", "hashes", "hours", "size_bytes", "format_version", "generation",
-                     "segments", "vectors", "vector_index", "created_at", "updated_at"],
+                     "segments", "vectors", "vector_index", "builtin_examples", "created_at", "updated_at"],
         "properties": {
             "tracks": {"type": "integer"},
             "classes": {"type": "object", "description": "Live tracks per class, and those with none.",
@@ -130,8 +130,11 @@ def openapi_document(*, token: bool = False, token_all: bool = False, max_upload
             "hashes": {"type": "integer"}, "hours": {"type": "number"},
             "size_bytes": {"type": "integer"}, "format_version": {"type": "integer"},
             "generation": {"type": "integer"}, "segments": {"type": "integer"}, "vectors": {"type": "integer"},
-            "vector_index": {"type": "string"}, "created_at": _nullable({"type": "string"}),
-            "updated_at": _nullable({"type": "string"}),
+            "vector_index": {"type": "string"},
+            "builtin_examples": {"type": "boolean", "description": "Whether the package's built-in labelled "
+                                 "examples vote on the class too (the index holds fewer than 5 labelled tracks "
+                                 "of some class)."},
+            "created_at": _nullable({"type": "string"}), "updated_at": _nullable({"type": "string"}),
         },
     }
     server_stats = {

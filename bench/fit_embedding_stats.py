@@ -6,9 +6,11 @@ with the package, so every index maps vectors the same way and an index grown by
 built in one go.  It is fitted only on clips of the :data:`TUNING_PACKAGES` (four music packages, three speech
 packages), with equal numbers of music, dialogue and speech-over-music clips, so ``bench/classify.py`` can report
 figures on packages the transform never saw.  The same file also ships the transform's discriminant axes
-(:mod:`audioid.fingerprint.discriminant`, fitted on the same vectors), which label collection clusters on.  The
-same inputs give the same file, byte for byte; a refit that differs from the shipped file by float rounding only
-(index vectors and discriminant coordinates within 1e-4) keeps the shipped values.
+(:mod:`audioid.fingerprint.discriminant`, fitted on the same vectors), which label collection clusters on, and
+``fingerprint/data/examples-v<version>.npy`` holds the fit set's index vectors with their classes: the class
+vote's built-in examples (:mod:`audioid.index.examples`).  The same inputs give the same files, byte for byte; a
+refit that differs from the shipped files by float rounding only (index vectors and discriminant coordinates
+within 1e-4, beyond the examples' half precision) keeps the shipped values.
 
 This module also defines the benchmark's clip set, shared with ``bench/classify.py``: 10 s *music* clips (evenly
 spaced excerpts and the outro of each corpus music track), *dialogue* clips (consecutive 10 s of each speech
@@ -35,6 +37,7 @@ from audioid import synth
 from audioid.fingerprint.audio import resample, to_mono
 from audioid.fingerprint.discriminant import Discriminant
 from audioid.fingerprint.embedding import EmbeddingConfig, Standardizer, embed, standardizer_path
+from audioid.index.examples import examples_path, read_examples, to_records, write_examples
 
 CORPUS = os.path.expanduser("~/.cache/ml-audio-id/corpus")
 CACHE = os.path.expanduser("~/.cache/ml-audio-id/bench")
@@ -181,6 +184,14 @@ def _rounding_only(moved: float, what: str) -> bool:
     return moved < _ROUNDING
 
 
+def _half_precision_moved(old: np.ndarray, vectors: np.ndarray) -> float:
+    """How far float32 ``vectors`` (in record order) lie from the stored records ``old``, beyond the rounding to
+    half precision that storing them costs (half a unit in the last place)."""
+    stored = old["vector"]
+    ulp = np.spacing(stored).astype(np.float32)
+    return float(np.max(np.abs(stored.astype(np.float32) - vectors) - ulp / 2, initial=0.0))
+
+
 def _shipped(path: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
@@ -226,12 +237,25 @@ def main(argv: list[str] | None = None) -> int:
     same = shipped == json.loads(json.dumps(doc))
     print(f"v{cfg.version}: {st.dim} -> {st.out_dim} dims, fitted on {counts}, weighted variance kept "
           f"{100 * kept:.1f} %; {'unchanged' if same else 'differs from the shipped file'}", file=sys.stderr)
+    # The fit set's index vectors are also the built-in examples of the class vote (index.examples).
+    records, order = to_records(vectors, labels, [e.group for e in examples])
+    old_records = read_examples(examples_path(cfg))
+    same_examples = (old_records is not None and old_records.dtype == records.dtype
+                     and np.array_equal(old_records[["klass", "group"]], records[["klass", "group"]])
+                     and _rounding_only(_half_precision_moved(old_records, vectors[order]),
+                                        "the built-in examples beyond half-precision rounding"))
+    print(f"built-in examples: {len(records)} in {len(np.unique(records['group']))} groups; "
+          f"{'unchanged' if same_examples else 'differ from the shipped file'}", file=sys.stderr)
     if args.check:
-        return 0 if same else 1
+        return 0 if same and same_examples else 1
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+    if not same:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    if not same_examples:
+        write_examples(examples_path(cfg), records)
+        print(f"wrote {examples_path(cfg)}", file=sys.stderr)
     return 0
 
 

@@ -309,10 +309,12 @@ def index_stats(index_dir: str, as_json: bool) -> None:
         return
     shown = dict(stats, classes=", ".join(f"{c} {n:,}" for c, n in stats["classes"].items()),
                  hashes=f"{stats['hashes']:,}", vectors=f"{stats['vectors']:,}",
-                 hours=f"{stats['hours']:.2f}", size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)")
+                 hours=f"{stats['hours']:.2f}", size_bytes=f"{stats['size_bytes'] / 1e6:.1f} MB ({stats['size_bytes']:,} bytes)",
+                 builtin_examples="built-in and the index's (a class has few labelled tracks)"
+                 if stats["builtin_examples"] else "the index's labelled tracks")
     names = {"size_bytes": "size on disk", "format_version": "format version", "hours": "hours of audio",
-             "vectors": "embeddings", "vector_index": "vector index", "created_at": "created",
-             "updated_at": "updated"}
+             "vectors": "embeddings", "vector_index": "vector index", "builtin_examples": "class vote by",
+             "created_at": "created", "updated_at": "updated"}
     for key, value in shown.items():
         click.echo(f"{names.get(key, key):<15} {value}")
 

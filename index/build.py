@@ -16,6 +16,7 @@ from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_pairs, reference_peaks, strongest
 from .catalog import CLASSES, Catalog, Track
+from .classify import ClassifyConfig
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
 from .parallel import ordered_map
 from .postings import track_gap, write_segment
@@ -314,8 +315,9 @@ def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None 
             report = WriteReport()
 
             def predict(vectors: np.ndarray) -> Vote:
+                cfg = ClassifyConfig()
                 return track_prediction(classify_vectors(vectors, reader.vectors, reader.removed_tracks,
-                                                         reader.catalog))
+                                                         reader.catalog, cfg, reader.vote_examples(cfg.examples_below)))
 
             _commit(path, reader.manifest, analyse_all(specs, reader.config, reader.embedding, jobs, progress),
                     report, fresh=False, who=who or default_who(), setup=reader.embedding, predict=predict)

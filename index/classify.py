@@ -7,6 +7,7 @@ labelled neighbour is not similar enough or the vote is split.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -34,6 +35,10 @@ class ClassifyConfig:
         Abstain when the winning class holds less than this share of the vote.
     neighbours : int
         Distinct tracks reported as "sounds like".
+    examples_below : int
+        While the index holds fewer labelled tracks than this of any class, the package's built-in examples of
+        all three vote too (:mod:`index.examples`; 0 = never): an index of songs alone still tells talk from
+        music.
     fetch : int
         Nearest windows to search for per query (:func:`index.vectors.search_segments`' ``k``), enough to
         find ``k`` distinct tracks when neighbouring tracks contribute several windows each.
@@ -45,6 +50,7 @@ class ClassifyConfig:
     min_share: float = 0.6
     neighbours: int = 3
     fetch: int = 100
+    examples_below: int = 5
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class Classification:
 
 
 def classify(sims: np.ndarray, ids: np.ndarray, class_of: dict[int, str | None],
-             cfg: ClassifyConfig = ClassifyConfig()) -> Classification:
+             cfg: ClassifyConfig = ClassifyConfig(), examples: Sequence[tuple[str, float]] = ()) -> Classification:
     """Vote over one query's neighbours.
 
     Parameters
@@ -68,6 +74,9 @@ def classify(sims: np.ndarray, ids: np.ndarray, class_of: dict[int, str | None],
     class_of : dict
         Class of each neighbour track (None or missing = unlabelled: reported as a neighbour, no vote).
     cfg : ClassifyConfig
+    examples : sequence of (class, similarity)
+        Built-in example groups (:meth:`index.examples.Examples.nearest`): they vote like labelled tracks but
+        are not reported as neighbours.
     """
     tracks = track_of(ids)
     valid = tracks >= 0
@@ -75,7 +84,7 @@ def classify(sims: np.ndarray, ids: np.ndarray, class_of: dict[int, str | None],
     for t, s in zip(tracks[valid].tolist(), np.asarray(sims, dtype=np.float64)[valid].tolist()):
         best[t] = max(s, best.get(t, -np.inf))
     neighbours = [(t, round(s, 4)) for t, s in list(best.items())[: cfg.neighbours]]
-    labelled = sorted(((class_of.get(t), s) for t, s in best.items() if class_of.get(t) in CLASSES),
+    labelled = sorted([*((class_of.get(t), s) for t, s in best.items() if class_of.get(t) in CLASSES), *examples],
                       key=lambda cs: -cs[1])[: cfg.k]
     if not labelled:
         return Classification(UNKNOWN, 0.0, neighbours)

@@ -18,6 +18,7 @@ from ..fingerprint.audio import resample
 from ..fingerprint.embedding import EmbeddingConfig, Standardizer, default_standardizer, embed, embed_windows
 from .catalog import Catalog
 from .classify import Classification, ClassifyConfig, classify
+from .examples import Examples
 from .vectors import VectorSegment, search_segments, track_of
 
 # Exhaustive search over half-precision vectors: similarities within 1e-3 of float32 ones, at half the size.
@@ -101,17 +102,20 @@ class Vote:
 
 
 def classify_vectors(vectors: np.ndarray, segments: Sequence[VectorSegment], removed_tracks: frozenset[int],
-                     catalog: Catalog, cfg: ClassifyConfig = ClassifyConfig()) -> list[Vote]:
-    """The kNN vote for each transformed vector (rows of ``vectors``) over an index's vector ``segments``."""
+                     catalog: Catalog, cfg: ClassifyConfig = ClassifyConfig(),
+                     examples: Examples | None = None) -> list[Vote]:
+    """The kNN vote for each transformed vector (rows of ``vectors``) over an index's vector ``segments`` and the
+    built-in ``examples`` that vote with them (:meth:`index.store.IndexReader.vote_examples`)."""
     if not segments:
         return [Vote("unknown", 0.0, [], None) for _ in range(len(vectors))]
     sims, ids = search_segments(list(segments), vectors, cfg.fetch, removed_tracks)
     tracks = track_of(ids)
     info = catalog.brief(np.unique(tracks[tracks >= 0]).tolist())
     classes = {t: klass for t, (_label, klass) in info.items()}
+    near = examples.nearest(vectors, cfg.k) if examples is not None else [[]] * len(vectors)
     votes = []
     for row in range(len(vectors)):
-        c: Classification = classify(sims[row], ids[row], classes, cfg)
+        c: Classification = classify(sims[row], ids[row], classes, cfg, near[row])
         neighbours = [{"track_id": t, "label": info[t][0], "similarity": s} for t, s in c.neighbours if t in info]
         votes.append(Vote(c.klass, c.confidence, neighbours, neighbours[0]["similarity"] if neighbours else None))
     return votes

@@ -165,8 +165,9 @@ class Identifier:
 
     def classify_samples(self, y: np.ndarray, sr: int) -> Vote:
         """Music / dialogue / both vote and nearest reference tracks for the last window of ``y`` (at ``sr``)."""
-        return classify_vectors(self.reader.embedding.query_vector(y, sr), self.reader.vectors,
-                                self.reader.removed_tracks, self.reader.catalog, self.classify_config)[0]
+        r, cfg = self.reader, self.classify_config
+        return classify_vectors(r.embedding.query_vector(y, sr), r.vectors, r.removed_tracks, r.catalog, cfg,
+                                r.vote_examples(cfg.examples_below))[0]
 
     def candidate(self, y: np.ndarray, sr: int) -> tuple[Band, Peaks, Candidate | None]:
         """The query spectrum and peaks of mono samples ``y`` at ``sr`` and their best-voted track and offset,

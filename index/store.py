@@ -30,7 +30,9 @@ import numpy as np
 
 from ..fingerprint.config import LandmarkConfig
 from .catalog import CLASSES, Catalog
+from .classify import ClassifyConfig
 from .embeddings import EmbeddingSetup
+from .examples import Examples, voting_examples
 from .postings import Segment, track_gap
 from .vectors import VectorSegment
 
@@ -220,6 +222,7 @@ class IndexReader:
         ranges = sorted(tuple(r) for r in self.manifest.get("removed", []))
         self.removed = np.array(ranges, dtype=np.int64).reshape(-1, 2)
         starts = self.removed[:, 0]
+        self._vote_examples: dict[int, Examples | None] = {}
         self.removed_tracks = frozenset(int(i) for seg in self.segments
                                         for i in seg.tracks[np.isin(seg.tracks[:, 0], starts), 2])
 
@@ -241,18 +244,35 @@ class IndexReader:
     def generation(self) -> int:
         return int(self.manifest["generation"])
 
+    @functools.cached_property
+    def labelled_counts(self) -> dict[str, int]:
+        """Live tracks of each class (counted once: a label change makes a new generation)."""
+        return {c: self.catalog.count(klass=c) for c in CLASSES}
+
+    def vote_examples(self, below: int) -> Examples | None:
+        """The package's built-in examples (:mod:`index.examples`) when this index holds fewer than ``below``
+        labelled tracks of some class, and its vectors come from the transform the examples were made with."""
+        if below not in self._vote_examples:
+            self._vote_examples[below] = voting_examples(self.labelled_counts, below, self.embedding.config,
+                                                         self.embedding.standardizer)
+        return self._vote_examples[below]
+
     def stats(self) -> dict:
         """Tracks, their classes (how many of each, and unlabelled), hashes, hours of audio, size on disk, format
-        version, generation, segments and embeddings."""
+        version, generation, segments, embeddings, and whether the built-in examples vote too (with the default
+        :class:`ClassifyConfig`)."""
         totals = self.catalog.totals()
         m = self.manifest
-        classes = {c: self.catalog.count(klass=c) for c in CLASSES}
+        classes = dict(self.labelled_counts)
         classes["unlabelled"] = int(totals["tracks"]) - sum(classes.values())
+        examples = self.vote_examples(ClassifyConfig().examples_below)
         return {"tracks": int(totals["tracks"]), "classes": classes, "hashes": int(totals["hashes"]),
                 "hours": round(totals["duration_s"] / 3600.0, 4), "size_bytes": disk_bytes(self.path),
                 "format_version": m["format_version"], "generation": self.generation,
                 "segments": len(m["segments"]), "vectors": sum(len(v) for v in self.vectors),
-                "vector_index": self.embedding.factory, "created_at": m.get("created_at"),
+                "vector_index": self.embedding.factory,
+                "builtin_examples": examples is not None,
+                "created_at": m.get("created_at"),
                 "updated_at": m.get("updated_at")}
 
     def close(self) -> None:
