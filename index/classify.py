@@ -35,13 +35,13 @@ class ClassifyConfig:
         Abstain when the winning class holds less than this share of the vote.
     neighbours : int
         Distinct tracks reported as "sounds like".
+    fetch : int
+        Nearest windows to search for per query (:func:`index.vectors.search_segments`' ``k``), enough to
+        find ``k`` distinct tracks when neighbouring tracks contribute several windows each.
     examples_below : int
         While the index holds fewer labelled tracks than this of any class, the package's built-in examples of
         all three vote too (:mod:`index.examples`; 0 = never): an index of songs alone still tells talk from
         music.
-    fetch : int
-        Nearest windows to search for per query (:func:`index.vectors.search_segments`' ``k``), enough to
-        find ``k`` distinct tracks when neighbouring tracks contribute several windows each.
     """
 
     k: int = 5

@@ -1,8 +1,8 @@
 """Built-in labelled examples for the music / dialogue / both vote.
 
 An index votes with its own labelled references, and one that holds songs alone knows no speech: it calls every
-outro music, talk included (``bench/classify.py --index-classes music --examples-below 0``: 0 of 284 held-out dialogue
-clips).  So the package ships the index vectors of the clips the embedding's transform was fitted on
+outro music, talk included (``bench/classify.py --index-classes music --examples-below 0``: 0 of 284 held-out
+dialogue clips).  So the package ships the index vectors of the clips the embedding's transform was fitted on
 (``bench/fit_embedding_stats.py``: 445 each of music from four game soundtracks, speech from three voice-prompt
 sets, and that speech over that music at -12 to +6 dB music-to-speech), and while the index holds fewer labelled
 tracks than :attr:`ClassifyConfig.examples_below` of any class, these examples vote with its own.  All three
@@ -25,6 +25,7 @@ import numpy as np
 from ..fingerprint.embedding import DATA_DIR, EmbeddingConfig, Standardizer, default_standardizer
 from .classify import CLASSES
 
+
 def _dtype(dim: int) -> np.dtype:
     """One example as stored: its class (index into CLASSES), its group (source recording), its index vector."""
     return np.dtype([("klass", "u1"), ("group", "<u4"), ("vector", "<f2", (dim,))])
@@ -37,9 +38,6 @@ class Examples:
     vectors: np.ndarray     # (n, dim) float32, unit length
     classes: np.ndarray     # (n,) class names
     groups: np.ndarray      # (n,) int, ascending
-
-    def __len__(self) -> int:
-        return len(self.vectors)
 
     def nearest(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """For each row of ``queries`` (unit index vectors), the ``(class, cosine similarity)`` of its ``k`` most
@@ -118,6 +116,8 @@ def examples_for(cfg: EmbeddingConfig, standardizer: Standardizer) -> Examples |
         shipped = default_standardizer(cfg)
     except ValueError:          # no transform shipped for this config version
         return None
-    if standardizer.to_dict() != shipped.to_dict():
-        return None
-    return shipped_examples(cfg)
+    same = standardizer.config_version == shipped.config_version and all(
+        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+        for a, b in ((standardizer.mean, shipped.mean), (standardizer.scale, shipped.scale),
+                     (standardizer.weights, shipped.weights), (standardizer.components, shipped.components)))
+    return shipped_examples(cfg) if same else None
