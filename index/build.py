@@ -15,6 +15,7 @@ import numpy as np
 from ..fingerprint.audio import AudioError, load, resample
 from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_pairs, reference_peaks, strongest
+from ..fingerprint.tags import read_tags
 from .catalog import CLASSES, Catalog, Track
 from .classify import ClassifyConfig
 from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
@@ -92,7 +93,8 @@ def content_hash(path: str) -> str:
 def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: EmbeddingSetup) -> Analysis:
     """Decode, fingerprint and embed one reference file; errors are returned, not raised, so a build goes on.
 
-    The file is decoded once at the embedding's rate; the landmarks' lower rate is resampled from that.
+    The file is decoded once at the embedding's rate; the landmarks' lower rate is resampled from that.  A title
+    or artist the spec lacks comes from the file's tags (:func:`audioid.fingerprint.tags.read_tags`), if any.
     """
     try:
         audio = load(spec.path, setup.sample_rate)
@@ -101,6 +103,9 @@ def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: Embedding
         return Analysis(spec, error=str(e))
     except OSError as e:
         return Analysis(spec, error=f"{spec.path}: {e.strerror or e}")
+    if spec.title is None or spec.artist is None:       # what a manifest says wins over the file's tags
+        tags = read_tags(spec.path)
+        spec = replace(spec, title=spec.title or tags.get("title"), artist=spec.artist or tags.get("artist"))
     y = resample(audio.samples, setup.sample_rate, cfg.sample_rate)
     peaks = reference_peaks(y, cfg)
     hashes, times = reference_pairs(peaks, cfg)
