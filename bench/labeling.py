@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         dim = default_discriminant(ecfg).axes.shape[1] + 1          # guided_space's vectors
         print(f"Hierarchy build of {args.scale_n} random {dim}-dim vectors (micro-clusters): "
               f"{hierarchy_timing(args.scale_n, dim, cfg):.1f} s.")
+    try:
+        import matplotlib  # noqa: F401  (only the plot needs it; it is no dependency of the package)
+    except ImportError:
+        print("\nNo plot: matplotlib is not installed (pip install matplotlib).")
+        return 0
     plot(curves, args.plot)
     print(f"\nPlot: {args.plot}")
     return 0
