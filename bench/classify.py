@@ -20,10 +20,10 @@ file: its clips are its windows) and a window number, and the product's vote (:f
 * ``--dims 32,48,64,96,0``: cross-validated figures with transforms fitted on the tuning packages at each
   projection size (0: no projection), to choose the shipped ``out_dim``.
 * ``--index-classes music``: the cross-validated run with references of those classes only (an index of songs
-  alone; ``,``: no labelled reference at all).  As in the index, the package's built-in examples
+  alone; ``,``: no labelled reference at all).  As in the index, built-in examples
   (:mod:`audioid.index.examples`) vote too while the references hold fewer than ``examples_below`` labelled
-  tracks of some class (``--examples-below 0``: never).  They are clips of the tuning packages, so only the row
-  of the packages the transform never saw is a fair figure then.
+  tracks of some class (``--examples-below 0``: never); the package's are drawn from every package's clips,
+  so here each fold's are drawn the same way from the other folds' clips.
 
 Usage::
 
@@ -42,13 +42,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fit_embedding_stats import (CORPUS, TUNING_PACKAGES, Example, embed_examples, load_clips,  # noqa: E402
-                                 make_examples, tuning_examples)
+from fit_embedding_stats import (CORPUS, TUNING_PACKAGES, Example, builtin_examples, embed_examples,  # noqa: E402
+                                 load_clips, make_examples, tuning_examples)
 
 from audioid import synth  # noqa: E402
 from audioid.fingerprint.embedding import EmbeddingConfig, Standardizer, default_standardizer  # noqa: E402
 from audioid.index.classify import CLASSES, UNKNOWN, ClassifyConfig, classify  # noqa: E402
-from audioid.index.examples import voting_examples  # noqa: E402
+from audioid.index.examples import Examples, examples_vote, from_records  # noqa: E402
 from audioid.index.vectors import WINDOW_BITS, VectorSegment, build_faiss, search_segments, track_of  # noqa: E402
 
 LABELS = CLASSES + (UNKNOWN,)
@@ -89,22 +89,26 @@ def window_ids(examples: list[Example]) -> np.ndarray:
     return ids
 
 
-def vote(segments: list[VectorSegment], queries: np.ndarray, class_of: dict[int, str],
-         cfg: ClassifyConfig) -> list[str]:
-    """The product's class vote for each query vector, with the built-in examples where an index holding the
-    references of ``class_of`` would use them (:func:`audioid.index.examples.voting_examples`)."""
+def vote(segments: list[VectorSegment], queries: np.ndarray, class_of: dict[int, str], cfg: ClassifyConfig,
+         examples: Examples | None = None) -> list[str]:
+    """The product's class vote for each query vector; built-in ``examples`` vote too where an index holding the
+    references of ``class_of`` would let them (:func:`audioid.index.examples.examples_vote`)."""
     sims, ids = search_segments(segments, queries, cfg.fetch)
     labelled = {c: sum(1 for k in class_of.values() if k == c) for c in CLASSES}
-    examples = voting_examples(labelled, cfg.examples_below, EmbeddingConfig(), default_standardizer())
-    near = examples.nearest(queries, cfg.k) if examples is not None else [[]] * len(queries)
+    if examples is None or not examples_vote(labelled, cfg.examples_below):
+        near = [[]] * len(queries)
+    else:
+        near = examples.nearest(queries, cfg.k)
     return [classify(sims[i], ids[i], class_of, cfg, near[i]).klass for i in range(len(queries))]
 
 
 def cross_validate(vecs: np.ndarray, ids: np.ndarray, labels: np.ndarray, folds: np.ndarray,
                    cfg: ClassifyConfig, factory: str = "Flat", queries: np.ndarray | None = None,
-                   index_classes: tuple[str, ...] = CLASSES) -> np.ndarray:
+                   index_classes: tuple[str, ...] = CLASSES, examples: list[Example] | None = None) -> np.ndarray:
     """Predicted label of every example by the references of the other folds of ``index_classes`` (the
-    example's own vector, or its row of ``queries`` when given, is the query)."""
+    example's own vector, or its row of ``queries`` when given, is the query).  Given the ``examples`` behind
+    ``vecs``, built-in examples drawn from the other folds' as the package's are drawn from all
+    (:func:`fit_embedding_stats.builtin_examples`) vote where the index would let them."""
     queries = vecs if queries is None else queries
     preds = np.empty(len(vecs), object)
     tracks = track_of(ids)
@@ -112,7 +116,11 @@ def cross_validate(vecs: np.ndarray, ids: np.ndarray, labels: np.ndarray, folds:
         ref, test = (folds != f) & np.isin(labels, index_classes), folds == f
         seg = VectorSegment(f"fold{f}", build_faiss(vecs[ref], ids[ref], factory))
         class_of = dict(zip(tracks[ref].tolist(), labels[ref].tolist()))
-        preds[test] = vote([seg], queries[test], class_of, cfg)
+        builtin = None
+        if examples is not None:
+            others = np.flatnonzero(folds != f)
+            builtin = from_records(builtin_examples([examples[i] for i in others], vecs[others])[0])
+        preds[test] = vote([seg], queries[test], class_of, cfg, builtin)
     return preds
 
 
@@ -286,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         report_cv(examples, folds, labels, cross_validate(vecs, ids, labels, folds, vote_cfg, args.factory,
                                                           queries))
         return 0
-    preds = cross_validate(vecs, ids, labels, folds, vote_cfg, args.factory, index_classes=index_classes)
+    preds = cross_validate(vecs, ids, labels, folds, vote_cfg, args.factory, index_classes=index_classes,
+                           examples=examples)
     print(f"Shipped transform: {st.dim} -> {st.out_dim} dims.\n")
     if index_classes != CLASSES:
-        # The built-in examples are the tuning packages' clips: only the other packages' are fair queries.
-        print(f"References of {', '.join(index_classes) or 'no class (none labelled)'} only. The built-in examples "
-              "are clips of the tuning packages: judge by the packages the transform never saw.\n")
+        print(f"References of {', '.join(index_classes) or 'no class (none labelled)'} only; built-in examples drawn "
+              "from the other folds' clips as the package's are from all (bench/fit_embedding_stats.py).\n")
         report_cv(examples, folds, labels, preds)
         return 0
     report_cv(examples, folds, labels, preds)

