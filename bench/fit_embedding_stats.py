@@ -10,9 +10,9 @@ figures on packages the transform never saw.  The same file also ships the trans
 ``fingerprint/data/examples-v<version>.npy`` holds the class vote's built-in examples
 (:mod:`audioid.index.examples`): index vectors of clips of *every* package, as many of each class as the rarest
 class has (:func:`builtin_examples`; ``bench/classify.py --index-classes`` measures them drawn the same way from
-the other folds).  The same inputs give the same files, byte for byte; a
-refit that differs from the shipped files by float rounding only (index vectors and discriminant coordinates
-within 1e-4, beyond the examples' half precision) keeps the shipped values.
+the other folds).  The same inputs give the same files, byte for byte; a refit that differs from the shipped
+files by float rounding only (index vectors and discriminant coordinates within 1e-4, beyond the examples' half
+precision) keeps the shipped values.
 
 This module also defines the benchmark's clip set, shared with ``bench/classify.py``: 10 s *music* clips (evenly
 spaced excerpts and the outro of each corpus music track), *dialogue* clips (consecutive 10 s of each speech
