@@ -204,6 +204,7 @@ def test_health_stats_openapi(api: str, library: Library) -> None:
     assert health["status"] == "ok" and health["index_ready"] and health["generation"] >= 1
     stats = requests.get(f"{api}/stats").json()
     assert stats["index"]["tracks"] == len(library.tracks) and stats["index"]["vector_index"] == "SQfp16"
+    assert stats["index"]["builtin_examples"] is True         # no labelled track: the built-in examples vote
     assert sum(stats["index"]["classes"].values()) == len(library.tracks)
     assert stats["server"]["token_required"] is False and str(library.index) not in json.dumps(stats)
     doc = requests.get(f"{api}/openapi.json").json()
@@ -212,6 +213,19 @@ def test_health_stats_openapi(api: str, library: Library) -> None:
         ("/identify", "post"), ("/identify/batch", "post"), ("/tracks", "get"), ("/tracks", "post"),
         ("/tracks/{track_id}", "get"), ("/tracks/{track_id}", "patch"), ("/tracks/{track_id}", "delete"),
         ("/health", "get"), ("/stats", "get"), ("/openapi.json", "get")}
+
+
+def test_an_upload_without_a_title_takes_its_tags(library: Library, tmp_path: Path) -> None:
+    idx = index_copy(library, tmp_path)
+    with sf.SoundFile(tmp_path / "tagged.flac", "w", library.sr, 1) as f:
+        f.title, f.artist = "Tagged Song", "Tag Artist"
+        f.write(synth.music_track(43, 20.0, library.sr))
+    with serving(idx) as url:
+        r = requests.post(f"{url}/tracks", files={"file": upload(tmp_path / "tagged.flac")}, data={"label": "tagged"})
+        assert r.status_code == 201, r.text
+        assert (r.json()["title"], r.json()["artist"]) == ("Tagged Song", "Tag Artist")
+        r = requests.patch(f"{url}/tracks/{r.json()['track_id']}", json={"title": "Given Title"})
+        assert (r.json()["title"], r.json()["artist"]) == ("Given Title", "Tag Artist")
 
 
 def test_writes_add_relabel_remove(library: Library, tmp_path: Path, queries: dict[str, Path]) -> None:
