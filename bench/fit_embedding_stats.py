@@ -257,14 +257,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * kept:.1f} %; {'unchanged' if same else 'differs from the shipped file'}", file=sys.stderr)
     # The class vote's built-in examples (index.examples): clips of every package, through this transform.
     every = make_examples(load_clips(args.corpus, cfg.sample_rate), np.random.default_rng(FIT_SEED))
-    chosen = balanced(every, FIT_SEED)
-    all_vectors = np.zeros((len(every), st.out_dim), np.float32)
-    all_vectors[chosen] = st.transform(embed_examples([every[i] for i in chosen], cfg))
-    records, rows = builtin_examples(every, all_vectors)
+    every_vectors = st.transform(embed_examples(every, cfg))
+    records, rows = builtin_examples(every, every_vectors)
     old_records = read_examples(examples_path(cfg))
     same_examples = (old_records is not None and old_records.dtype == records.dtype
                      and np.array_equal(old_records[["klass", "group"]], records[["klass", "group"]])
-                     and _rounding_only(_half_precision_moved(old_records, all_vectors[rows]),
+                     and _rounding_only(_half_precision_moved(old_records, every_vectors[rows]),
                                         "the built-in examples beyond half-precision rounding"))
     print(f"built-in examples: {len(records)} in {len(np.unique(records['group']))} groups; "
           f"{'unchanged' if same_examples else 'differ from the shipped file'}", file=sys.stderr)

@@ -33,12 +33,15 @@ class Audio:
         Where ``samples`` start in the file, in seconds (non-zero when only the tail was read).
     duration_s : float
         Duration of the whole file in seconds.
+    tags : dict or None
+        The container's text tags where decoding read them anyway (``Decoded.tags``), else None.
     """
 
     samples: np.ndarray
     sample_rate: int
     start_s: float
     duration_s: float
+    tags: dict[str, str] | None = None
 
 
 # Extra audio decoded before a tail so the resampler's start-up transient falls outside the returned samples.
@@ -136,7 +139,8 @@ def load(path: str | os.PathLike, sample_rate: int | None, *, tail_seconds: floa
             y = y[len(y) - n:]
     if len(y) == 0:
         raise AudioError(f"{os.fspath(path)}: too short to give any sample at {sample_rate} Hz")
-    return Audio(samples=y, sample_rate=sample_rate, start_s=start_s, duration_s=d.total_frames / d.sample_rate)
+    return Audio(samples=y, sample_rate=sample_rate, start_s=start_s, duration_s=d.total_frames / d.sample_rate,
+                 tags=d.tags)
 
 
 #: Quieter than this (peak level, dBFS) is silence: dead air and dither, not what was playing.

@@ -65,12 +65,16 @@ class Decoded:
         Index of ``data[0]`` in the whole decoded file.
     total_frames : int
         Length of the whole decoded file in frames (exact, or the container's estimate for some ffmpeg inputs).
+    tags : dict or None
+        The container's text tags (keys lower-cased) where decoding read them anyway (ffprobe, for what only
+        ffmpeg decodes); None where it did not look (:func:`audioid.fingerprint.tags.read_tags` reads them).
     """
 
     data: np.ndarray
     sample_rate: int
     start_frame: int
     total_frames: int
+    tags: dict[str, str] | None = None
 
 
 def decode_file(path: str, tail_seconds: float | None) -> tuple[np.ndarray, int, float, float]:
@@ -984,8 +988,9 @@ def _short(stderr: str, limit: int = 300) -> str:
 
 
 
-def _ffprobe(path: str, ffprobe: str, reason: str) -> tuple[int, int, float | None]:
-    """Sample rate, channels and duration (if known) of the first audio stream.
+def probe(path: str, ffprobe: str, reason: str) -> tuple[int, int, float | None, dict[str, str]]:
+    """Sample rate, channels and duration (if known) of the first audio stream, and the container's text tags
+    (keys lower-cased).
 
     ``reason`` (why libsndfile could not read the file) goes into the error when ffprobe cannot either.
     """
@@ -993,7 +998,7 @@ def _ffprobe(path: str, ffprobe: str, reason: str) -> tuple[int, int, float | No
 
     url = "file:" + os.path.abspath(path)  # 'file:' stops a name with ':' or a leading '-' being read otherwise
     cmd = [ffprobe, "-v", "warning", "-select_streams", "a:0", "-show_entries",
-           "stream=sample_rate,channels,duration:format=duration,format_name", "-of", "json", url]
+           "stream=sample_rate,channels,duration:format=duration,format_name:format_tags", "-of", "json", url]
     try:
         r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
                            timeout=120)
@@ -1028,7 +1033,9 @@ def _ffprobe(path: str, ffprobe: str, reason: str) -> tuple[int, int, float | No
             duration = None
         except (TypeError, ValueError):
             continue
-    return rate, channels, duration
+    tags = meta["format"].get("tags")
+    tags = {str(k).lower(): v for k, v in tags.items() if isinstance(v, str)} if isinstance(tags, dict) else {}
+    return rate, channels, duration, tags
 
 
 def _ffmpeg_pcm(path: str, ffmpeg: str, rate: int, channels: int, sseof: float | None,
@@ -1077,10 +1084,10 @@ def _decode_ffmpeg(path: str, tail: float | None, grid: int | None, *, reason: s
     if not (ffmpeg and ffprobe):
         raise AudioError(f"{path}: cannot decode audio ({reason}); ffmpeg, needed for M4A/AAC and other "
                          "formats libsndfile cannot read, is not installed")
-    rate, channels, duration = _ffprobe(path, ffprobe, reason)
+    rate, channels, duration, tags = probe(path, ffprobe, reason)
     if tail is None:
         data, total = _ffmpeg_pcm(path, ffmpeg, rate, channels, None, None)
-        return Decoded(data, rate, 0, total)
+        return Decoded(data, rate, 0, total, tags)
     keep = math.ceil(tail * rate) + rate
     if duration and duration > tail + 2 * _FFMPEG_TAIL_MARGIN_S:
         sseof = tail + _FFMPEG_TAIL_MARGIN_S
@@ -1090,8 +1097,8 @@ def _decode_ffmpeg(path: str, tail: float | None, grid: int | None, *, reason: s
         total = round((duration - sseof) * rate) + got
         want = _tail_frames(total, tail, rate, grid)
         if len(data) >= want:
-            return Decoded(data[len(data) - want:], rate, total - want, total)
+            return Decoded(data[len(data) - want:], rate, total - want, total, tags)
     # no duration, a short file, or a seek that landed late: decode all, keeping only the window
     data, total = _ffmpeg_pcm(path, ffmpeg, rate, channels, None, keep)
     want = _tail_frames(total, tail, rate, grid)
-    return Decoded(data[len(data) - want:], rate, total - want, total)
+    return Decoded(data[len(data) - want:], rate, total - want, total, tags)

@@ -3,28 +3,30 @@
 folder get their title and artist from here."""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import unicodedata
+from typing import Mapping
 
 import soundfile as sf
 
-from .decode import _tools
+from .audio import AudioError
+from .decode import _tools, probe
 
 #: Longest title or artist kept: tags are free text written by anyone.
 MAX_TAG_CHARS = 200
 _FIELDS = ("title", "artist")
 
 
-def read_tags(path: str | os.PathLike) -> dict[str, str]:
+def read_tags(path: str | os.PathLike, known: Mapping[str, str] | None = None) -> dict[str, str]:
     """``title`` and ``artist`` as far as the file's tags give them (neither when it has none or cannot be read).
 
-    Each is one line of printable text (control characters and line breaks become spaces, runs of spaces one),
-    at most :data:`MAX_TAG_CHARS` characters.  Reading tags never raises: they are optional.
+    ``known`` are the container's tags when decoding read them already (:attr:`Audio.tags`, for what only
+    ffmpeg decodes), so the file is not probed twice.  Each value is one line of printable text (control
+    characters and line breaks become spaces, runs of spaces one), at most :data:`MAX_TAG_CHARS` characters.
+    Reading tags never raises: they are optional.
     """
     path = os.fspath(path)
-    found = _sndfile_tags(path)
+    found = known if known is not None else _sndfile_tags(path)
     if found is None:
         found = _ffprobe_tags(path)
     return {k: v for k in _FIELDS if (v := _clean(found.get(k)))}
@@ -40,18 +42,14 @@ def _sndfile_tags(path: str) -> dict[str, str] | None:
 
 
 def _ffprobe_tags(path: str) -> dict[str, str]:
-    """The container's tags as ffprobe reads them (keys lower-cased); empty without ffprobe or on any failure."""
+    """The container's tags as ffprobe reads them (:func:`decode.probe`); empty without ffprobe or on failure."""
     ffprobe = _tools()[1]
     if ffprobe is None:
         return {}
-    cmd = [ffprobe, "-v", "error", "-show_entries", "format_tags", "-of", "json", "file:" + os.path.abspath(path)]
     try:
-        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                           timeout=30)
-        tags = json.loads(r.stdout or "{}").get("format", {}).get("tags", {})
-    except (subprocess.SubprocessError, OSError, ValueError, AttributeError):
+        return probe(path, ffprobe, "libsndfile cannot open it")[3]
+    except AudioError:
         return {}
-    return {str(k).lower(): v for k, v in tags.items() if isinstance(v, str)} if isinstance(tags, dict) else {}
 
 
 def _clean(text: str | None) -> str | None:

@@ -17,8 +17,7 @@ from ..fingerprint.config import LandmarkConfig
 from ..fingerprint.landmarks import hash_bits, reference_pairs, reference_peaks, strongest
 from ..fingerprint.tags import read_tags
 from .catalog import CLASSES, Catalog, Track
-from .classify import ClassifyConfig
-from .embeddings import EmbeddingSetup, Vote, classify_vectors, track_prediction
+from .embeddings import EmbeddingSetup, Vote, track_prediction
 from .parallel import ordered_map
 from .postings import track_gap, write_segment
 from .sources import ReferenceSpec
@@ -104,7 +103,7 @@ def analyse_reference(spec: ReferenceSpec, cfg: LandmarkConfig, setup: Embedding
     except OSError as e:
         return Analysis(spec, error=f"{spec.path}: {e.strerror or e}")
     if spec.title is None or spec.artist is None:       # what a manifest says wins over the file's tags
-        tags = read_tags(spec.path)
+        tags = read_tags(spec.path, audio.tags)
         spec = replace(spec, title=spec.title or tags.get("title"), artist=spec.artist or tags.get("artist"))
     y = resample(audio.samples, setup.sample_rate, cfg.sample_rate)
     peaks = reference_peaks(y, cfg)
@@ -320,9 +319,7 @@ def add_to_index(specs: Sequence[ReferenceSpec], path: str, *, jobs: int | None 
             report = WriteReport()
 
             def predict(vectors: np.ndarray) -> Vote:
-                cfg = ClassifyConfig()
-                return track_prediction(classify_vectors(vectors, reader.vectors, reader.removed_tracks,
-                                                         reader.catalog, cfg, reader.vote_examples(cfg.examples_below)))
+                return track_prediction(reader.classify(vectors))
 
             _commit(path, reader.manifest, analyse_all(specs, reader.config, reader.embedding, jobs, progress),
                     report, fresh=False, who=who or default_who(), setup=reader.embedding, predict=predict)

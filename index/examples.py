@@ -119,7 +119,6 @@ def examples_for(cfg: EmbeddingConfig, standardizer: Standardizer) -> Examples |
     except ValueError:          # no transform shipped for this config version
         return None
     same = standardizer.config_version == shipped.config_version and all(
-        (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
-        for a, b in ((standardizer.mean, shipped.mean), (standardizer.scale, shipped.scale),
-                     (standardizer.weights, shipped.weights), (standardizer.components, shipped.components)))
+        np.array_equal(getattr(standardizer, f), getattr(shipped, f))      # (None equals None only)
+        for f in ("mean", "scale", "weights", "components"))
     return shipped_examples(cfg) if same else None

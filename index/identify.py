@@ -13,7 +13,7 @@ import numpy as np
 from ..fingerprint.audio import Audio, AudioError, load, resample, trailing_silence
 from ..fingerprint.landmarks import Band, Peaks, peak_band, query_peaks
 from .classify import ClassifyConfig
-from .embeddings import Vote, classify_vectors, majority_class
+from .embeddings import Vote, majority_class
 from .match import Candidate, match, speed_grid
 from .parallel import on_spare_core, spare_core_free
 from .result import Result
@@ -165,9 +165,7 @@ class Identifier:
 
     def classify_samples(self, y: np.ndarray, sr: int) -> Vote:
         """Music / dialogue / both vote and nearest reference tracks for the last window of ``y`` (at ``sr``)."""
-        r, cfg = self.reader, self.classify_config
-        return classify_vectors(r.embedding.query_vector(y, sr), r.vectors, r.removed_tracks, r.catalog, cfg,
-                                r.vote_examples(cfg.examples_below))[0]
+        return self.reader.classify(self.reader.embedding.query_vector(y, sr), self.classify_config)[0]
 
     def candidate(self, y: np.ndarray, sr: int) -> tuple[Band, Peaks, Candidate | None]:
         """The query spectrum and peaks of mono samples ``y`` at ``sr`` and their best-voted track and offset,

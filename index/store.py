@@ -31,7 +31,7 @@ import numpy as np
 from ..fingerprint.config import LandmarkConfig
 from .catalog import CLASSES, Catalog
 from .classify import ClassifyConfig
-from .embeddings import EmbeddingSetup
+from .embeddings import EmbeddingSetup, Vote, classify_vectors
 from .examples import Examples, examples_for, examples_vote
 from .postings import Segment, track_gap
 from .vectors import VectorSegment
@@ -222,7 +222,6 @@ class IndexReader:
         ranges = sorted(tuple(r) for r in self.manifest.get("removed", []))
         self.removed = np.array(ranges, dtype=np.int64).reshape(-1, 2)
         starts = self.removed[:, 0]
-        self._vote_examples: dict[int, Examples | None] = {}
         self.removed_tracks = frozenset(int(i) for seg in self.segments
                                         for i in seg.tracks[np.isin(seg.tracks[:, 0], starts), 2])
 
@@ -249,13 +248,21 @@ class IndexReader:
         """Live tracks of each class (counted once: a label change makes a new generation)."""
         return {c: self.catalog.count(klass=c) for c in CLASSES}
 
+    @functools.cached_property
+    def builtin_examples(self) -> Examples | None:
+        """The package's built-in examples (:mod:`index.examples`) if this index's vectors come from the transform
+        they were made with."""
+        return examples_for(self.embedding.config, self.embedding.standardizer)
+
     def vote_examples(self, below: int) -> Examples | None:
-        """The package's built-in examples (:mod:`index.examples`) when this index holds fewer than ``below``
-        labelled tracks of some class, and its vectors come from the transform the examples were made with."""
-        if below not in self._vote_examples:
-            self._vote_examples[below] = (examples_for(self.embedding.config, self.embedding.standardizer)
-                                          if examples_vote(self.labelled_counts, below) else None)
-        return self._vote_examples[below]
+        """The built-in examples while this index holds fewer than ``below`` labelled tracks of some class."""
+        return self.builtin_examples if examples_vote(self.labelled_counts, below) else None
+
+    def classify(self, vectors: np.ndarray, cfg: ClassifyConfig = ClassifyConfig()) -> list[Vote]:
+        """The music / dialogue / both vote for each row of ``vectors`` (index vectors) over this index, the
+        built-in examples voting too where they do (:meth:`vote_examples`)."""
+        return classify_vectors(vectors, self.vectors, self.removed_tracks, self.catalog, cfg,
+                                self.vote_examples(cfg.examples_below))
 
     def stats(self) -> dict:
         """Tracks, their classes (how many of each, and unlabelled), hashes, hours of audio, size on disk, format

@@ -11,7 +11,6 @@ import soundfile as sf
 from audioid import build_index, synth
 from audioid.fingerprint.embedding import EmbeddingConfig, Standardizer, default_standardizer, embedding_dim
 from audioid.index.classify import CLASSES, ClassifyConfig, classify
-from audioid.index.embeddings import classify_vectors
 from audioid.index.examples import Examples, examples_for, shipped_examples
 from audioid.index.identify import Identifier
 from audioid.index.store import IndexReader
@@ -78,12 +77,10 @@ def test_an_index_of_songs_alone_tells_talk_from_music_by_the_built_in_examples(
     reader = IndexReader(str(songs_index))
     try:
         assert reader.labelled_counts == {"music": 6, "dialogue": 0, "both": 0}
-        examples = reader.vote_examples(ClassifyConfig().examples_below)
-        assert examples is shipped_examples()
+        assert reader.vote_examples(ClassifyConfig().examples_below) is shipped_examples()
         assert reader.vote_examples(0) is None
-        args = (_talk_vector(), reader.vectors, reader.removed_tracks, reader.catalog)
-        [without] = classify_vectors(*args)
-        [vote] = classify_vectors(*args, examples=examples)
+        [without] = reader.classify(_talk_vector(), ClassifyConfig(examples_below=0))
+        [vote] = reader.classify(_talk_vector())
     finally:
         reader.close()
     assert without.klass == "unknown"       # its songs are all it can vote with, none like talk: it abstains

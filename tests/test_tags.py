@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 
 from audioid import build_index, synth
+from audioid.fingerprint.audio import load
 from audioid.fingerprint.decode import ffmpeg_available
 from audioid.fingerprint.tags import MAX_TAG_CHARS, read_tags
 from audioid.index.store import IndexReader
@@ -54,6 +55,10 @@ def test_id3_and_mp4_tags(tmp_path, suffix, codec):
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-metadata", "title=Night Ferry", "-metadata",
                     "artist=Harbour Band", "-c:a", codec, str(out)], check=True)
     assert read_tags(out) == {"title": "Night Ferry", "artist": "Harbour Band"}
+    # What only ffmpeg decodes brings its tags along (probed once), so an index build does not probe it again.
+    decoded = load(out, None).tags
+    assert (decoded is None) if suffix == ".mp3" else decoded["title"] == "Night Ferry"
+    assert read_tags(out, decoded) == read_tags(out)
 
 
 def test_a_folder_is_indexed_with_its_tags_and_a_manifest_wins_over_them(tmp_path):
